@@ -1,0 +1,13 @@
+"""ssl_hf: self-supervised vision pre-training methods as Hugging Face models.
+
+`import ssl_hf` registers every method's config with `AutoConfig` and its `<M>ForPreTraining` with
+`AutoModelForPreTraining`.
+"""
+
+from .backbones import backbone_config
+from .models import mae
+from .models.mae import MAEConfig, MAEForPreTraining, MAEPreTrainingOutput
+from .registry import METHODS, MethodSpec, get_method, register_method
+
+
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""Image datasets from a hub name, a local folder, parquet/arrow files or the built-in sets, as raw uint8 images.
+
+Every image is converted to RGB; files that cannot be decoded are skipped and counted, never crash a run (D5).
+"""
+
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .builtin import PIXELS_COLUMN, builtin_image_size, is_builtin, load_builtin
+
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_COLUMN_NAMES = ("image", "img", "images", "picture", "pixel_values")
+_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+@dataclass
+class ImageSource:
+    """A dataset split plus how to read its images.
+
+    Attributes:
+        dataset: The HF dataset (map-style or iterable); image column not decoded by `datasets`.
+        image_column: Name of the image column.
+        raw_size: Side of the square raw-uint8 images of a built-in set (None for encoded images).
+    """
+
+    dataset: datasets.Dataset | datasets.IterableDataset
+    image_column: str
+    raw_size: int | None = None
+
+    def decode(self, values: Sequence) -> list[Tensor | None]:
+        """Decodes a batch of column values to `(3, H, W)` uint8 tensors; None where a file is unreadable."""
+        if self.raw_size is not None:
+            arr = np.array(values, dtype=np.uint8).reshape(-1, self.raw_size, self.raw_size, 3)
+            return list(torch.from_numpy(arr).permute(0, 3, 1, 2))
+        return [decode_image(v) for v in values]
+
+
+def load_image_source(
+    name_or_path: str,
+    split: str = "train",
+    *,
+    config_name: str | None = None,
+    image_column: str | None = None,
+    streaming: bool = False,
+    builtin_size: int = 32,
+    builtin_seed: int = 0,
+    cache_dir: str | None = None,
+) -> ImageSource:
+    """Opens a split of an image dataset.
+
+    Args:
+        name_or_path: A built-in name (`digits`, `digit-scenes`), a Hub dataset id, a folder of images
+            (`imagefolder`), a folder written by `Dataset.save_to_disk`, or parquet/arrow/csv/json file(s)
+            (comma-separated or a glob).
+        split: Split to read.
+        config_name: Hub dataset configuration.
+        image_column: Column holding the images; found automatically when None.
+        streaming: Read lazily as an `IterableDataset` (data that does not fit on disk or in memory).
+        builtin_size: Image side for the built-in sets.
+        builtin_seed: Rendering seed for the built-in sets.
+        cache_dir: `datasets` cache directory.
+    """
+    if is_builtin(name_or_path):
+        ds = load_builtin(name_or_path, split, image_size=builtin_size, seed=builtin_seed)
+        return ImageSource(ds, PIXELS_COLUMN, builtin_image_size(ds))
+    ds = _load(name_or_path, split, config_name, streaming, cache_dir)
+    features = ds.features
+    column = image_column or _find_image_column(features, name_or_path)
+    if features is not None and column not in features:
+        raise ValueError(
+            f"Image column '{column}' not found in {name_or_path}; columns are {list(features)}. "
+            "Pass the right one with --image_column."
+        )
+    if features is not None and PIXELS_COLUMN == column and builtin_image_size(ds):
+        return ImageSource(ds, column, builtin_image_size(ds))
+    if features is not None and isinstance(features[column], datasets.Image):
+        # decode ourselves so that one corrupt file is skipped instead of killing the run
+        ds = ds.cast_column(column, datasets.Image(decode=False))
+    if not streaming and len(ds) == 0:
+        raise ValueError(f"Split '{split}' of {name_or_path} is empty: there is nothing to train or evaluate on.")
+    return ImageSource(ds, column)
+
+
+def _load(name_or_path: str, split: str, config_name: str | None, streaming: bool, cache_dir: str | None):
+    path = Path(name_or_path)
+    try:
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+            loaded = datasets.load_from_disk(str(path))
+            ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+            return ds.to_iterable_dataset() if streaming else ds
+        if path.is_dir():
+            return datasets.load_dataset(
+                "imagefolder", data_dir=str(path), split=split, streaming=streaming, cache_dir=cache_dir
+            )
+        suffix = Path(name_or_path.split(",")[0]).suffix.lower()
+        if suffix in _FILE_BUILDERS:
+            files = name_or_path.split(",")
+            return datasets.load_dataset(
+                _FILE_BUILDERS[suffix], data_files={split: files}, split=split, streaming=streaming, cache_dir=cache_dir
+            )
+        return datasets.load_dataset(name_or_path, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
+    except (FileNotFoundError, ValueError, ConnectionError) as err:
+        offline = " (the Hub is unreachable or HF_HUB_OFFLINE is set)" if "offline" in str(err).lower() else ""
+        raise ValueError(
+            f"Could not load dataset '{name_or_path}' split '{split}'{offline}: {err}. Give a built-in name "
+            "(digits, digit-scenes), a Hub id, a folder of images, or parquet/arrow files."
+        ) from err
+
+
+def _find_image_column(features: datasets.Features | None, name: str) -> str:
+    if features is None:  # some streaming datasets do not declare features
+        return "image"
+    image_columns = [k for k, f in features.items() if isinstance(f, datasets.Image)]
+    if image_columns:
+        return image_columns[0]
+    for candidate in (*_IMAGE_COLUMN_NAMES, PIXELS_COLUMN):
+        if candidate in features:
+            return candidate
+    raise ValueError(
+        f"No image column found in {name}: columns are {list(features)}. Name it with --image_column."
+    )
+
+
+def decode_image(value) -> Tensor | None:
+    """Decodes one image (PIL image, `{"bytes", "path"}` dict, bytes or path) to a `(3, H, W)` uint8 tensor.
+
+    Grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are converted to 8-bit RGB.
+    Returns None and logs a warning when the file is missing, corrupt or truncated.
+    """
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        else:
+            if isinstance(value, dict):
+                data, path = value.get("bytes"), value.get("path")
+            elif isinstance(value, bytes | bytearray):
+                data, path = value, None
+            else:
+                data, path = None, os.fspath(value)
+            image = Image.open(io.BytesIO(data) if data is not None else path)
+        image.load()
+        return torch.from_numpy(np.asarray(to_rgb(image))).permute(2, 0, 1).contiguous()
+    except (OSError, ValueError, SyntaxError, TypeError) as err:
+        where = value.get("path") if isinstance(value, dict) else None
+        logger.warning("Skipping unreadable image %s: %s", where or "<bytes>", err)
+        return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Converts any PIL mode to 8-bit RGB (16-bit and float images are rescaled, alpha is composited on white)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB") if image.mode != "RGB" else image
+

@@ -1,0 +1,146 @@
+"""View presets: how one dataset image becomes the model's forward kwargs.
+
+Randomness comes from one `numpy.random.Generator` per sample, seeded from `(seed, epoch, sample index)`, so a run's
+augmentations do not depend on batch size, process count, prefetching or where a run was resumed.
+"""
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def random_resized_box(
+    rng: np.random.Generator, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """Samples a crop box `(top, left, h, w)` as torchvision's `RandomResizedCrop.get_params`."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height  # fallback: central crop at the closest allowed aspect ratio
+    if in_ratio < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resized_crops(images: Sequence[Tensor], boxes: Sequence[tuple], flips: Sequence[bool], size: int) -> Tensor:
+    """Crops each image to its box, resizes to `size` x `size` (bicubic) and flips; returns `(B, 3, S, S)` in [0, 1].
+
+    Same-size inputs at most 2x larger than the output go through one batched `grid_sample`; other inputs are
+    resized one by one with antialiasing.
+    """
+    same_size = len({tuple(im.shape) for im in images}) == 1
+    H, W = images[0].shape[-2:]
+    if same_size and max(H, W) <= 2 * size:
+        batch = torch.stack(list(images)).float().div_(255)
+        box = torch.tensor(boxes, dtype=torch.float32)  # (B, 4): top, left, h, w
+        sign = 1.0 - 2.0 * torch.tensor(flips, dtype=torch.float32)
+        theta = torch.zeros(len(images), 2, 3)
+        theta[:, 0, 0] = box[:, 3] / W * sign
+        theta[:, 0, 2] = (2 * box[:, 1] + box[:, 3]) / W - 1
+        theta[:, 1, 1] = box[:, 2] / H
+        theta[:, 1, 2] = (2 * box[:, 0] + box[:, 2]) / H - 1
+        grid = F.affine_grid(theta, [len(images), 3, size, size], align_corners=False)
+        out = F.grid_sample(batch, grid, mode="bicubic", padding_mode="border", align_corners=False)
+        return out.clamp_(0, 1)
+    crops = []
+    for image, (top, left, h, w), flip in zip(images, boxes, flips):
+        crop = image[None, :, top : top + h, left : left + w].float().div_(255)
+        if (h, w) != (size, size):
+            crop = F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        crops.append(crop.flip(-1) if flip else crop)
+    return torch.cat(crops).clamp_(0, 1)
+
+
+def normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Standardises `(B, 3, H, W)` pixels in [0, 1] with per-channel mean/std."""
+    return (pixels - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+
+
+class MaskedView:
+    """MAE-style view: one random-resized crop + horizontal flip, and per-sample masking noise.
+
+    Returns `{"pixel_values": (B, 3, S, S), "noise": (B, L)}`; the noise drives the model's random masking.
+
+    Args:
+        image_size: Output side `S`.
+        num_patches: `L`, patches per image.
+        scale: Crop area range (MAE: (0.2, 1.0)).
+        ratio: Crop aspect-ratio range.
+        hflip: Random horizontal flip with p = 0.5.
+        mean: Normalisation mean.
+        std: Normalisation std.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        num_patches: int,
+        scale: tuple[float, float] = (0.2, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        self.image_size, self.num_patches = image_size, num_patches
+        self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), hflip
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, images: Sequence[Tensor], rngs: Sequence[np.random.Generator]) -> dict[str, Tensor]:
+        boxes = [random_resized_box(rng, *im.shape[-2:], self.scale, self.ratio) for im, rng in zip(images, rngs)]
+        flips = [self.hflip and bool(rng.random() < 0.5) for rng in rngs]
+        noise = torch.from_numpy(np.stack([rng.random(self.num_patches, dtype=np.float32) for rng in rngs]))
+        pixels = resized_crops(images, boxes, flips, self.image_size)
+        return {"pixel_values": normalize(pixels, self.mean, self.std), "noise": noise}
+
+
+class EvalView:
+    """Deterministic evaluation view: resize to `S` x `S` (bicubic, antialiased) and normalise.
+
+    Matches the `ViTImageProcessor` written at export (resize to `(S, S)`, rescale 1/255, normalise).
+    """
+
+    def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+
+    def __call__(self, images: Sequence[Tensor], rngs: Sequence[np.random.Generator] | None = None) -> dict:
+        S = self.image_size
+        batch = [
+            F.interpolate(im[None].float(), size=(S, S), mode="bicubic", antialias=True).clamp_(0, 255).round_()
+            if tuple(im.shape[-2:]) != (S, S)
+            else im[None].float()
+            for im in images
+        ]
+        return {"pixel_values": normalize(torch.cat(batch).div_(255), self.mean, self.std)}
+
+
+def build_views(preset: str, model_config, scale: tuple[float, float] | None = None):
+    """Builds a method's training view preset from its config.
+
+    Args:
+        preset: Preset name declared by the method (`MethodSpec.views`).
+        model_config: The method config (its `backbone_config` gives size and patch grid).
+        scale: Override of the crop area range.
+    """
+    bb = model_config.backbone_config
+    if preset == "mae":
+        num_patches = (bb.image_size // bb.patch_size) ** 2
+        return MaskedView(bb.image_size, num_patches, scale=scale or (0.2, 1.0))
+    raise ValueError(f"Unknown views preset '{preset}'")

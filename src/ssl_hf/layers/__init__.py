@@ -1,0 +1,1 @@
+"""SSL building blocks shared by two or more methods."""

@@ -1,0 +1,1 @@
+"""Loss functions on tensors; reductions are explicit."""

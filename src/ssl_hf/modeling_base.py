@@ -1,0 +1,51 @@
+"""What every `<M>PreTrainedModel` shares: the model contract of DESIGN D3."""
+
+from functools import reduce
+
+from torch import nn
+from transformers import PreTrainedModel
+
+
+class SSLPreTrainedModel(PreTrainedModel):
+    """Base of every pre-training model.
+
+    Subclasses set `_export_backbone` (dotted path of the encoder that `ssl-hf export` saves) and
+    `_fixed_parameters` (parameters that never train, e.g. sin-cos tables). transformers re-creates parameters with
+    `requires_grad=True` when loading, so `from_pretrained` re-freezes them.
+    """
+
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _export_backbone: str = "backbone"
+    _fixed_parameters: tuple[str, ...] = ()
+
+    def freeze_fixed_parameters(self) -> None:
+        """Sets `requires_grad=False` on every parameter named in `_fixed_parameters`."""
+        for name in self._fixed_parameters:
+            self.get_parameter(name).requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then re-freezes the fixed parameters."""
+        model = super().from_pretrained(*args, **kwargs)
+        if isinstance(model, tuple):  # output_loading_info=True
+            model[0].freeze_fixed_parameters()
+        else:
+            model.freeze_fixed_parameters()
+        return model
+
+    def post_optimizer_step(self, step: int, max_steps: int) -> None:
+        """Updates EMA teachers, centres and schedules after each optimiser step (no-op by default).
+
+        Args:
+            step: Optimiser steps done so far (1 after the first step).
+            max_steps: Total optimiser steps of the run.
+        """
+
+    def get_export_backbone(self) -> nn.Module:
+        """Returns the encoder that `ssl-hf export` saves."""
+        return reduce(getattr, self._export_backbone.split("."), self)

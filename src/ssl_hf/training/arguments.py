@@ -1,0 +1,83 @@
+"""Training arguments: data, optimiser, schedule, precision and I/O. No model hyper-parameters (those are configs)."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+def _arg(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainingArguments:
+    """Everything about a pre-training run that is not the model.
+
+    `None` means "use the method's paper default" (`MethodSpec.training_defaults`) for the fields that have one.
+    """
+
+    # data
+    dataset: str = _arg("digit-scenes", "Built-in name, Hub dataset id, image folder, or parquet/arrow file(s).")
+    dataset_config: str | None = _arg(None, "Hub dataset configuration name.")
+    train_split: str = _arg("train", "Split to pre-train on.")
+    image_column: str | None = _arg(None, "Image column (found automatically when omitted).")
+    streaming: bool = _arg(False, "Stream the dataset instead of downloading/caching it whole.")
+    crop_min_scale: float | None = _arg(None, "Smallest random-resized-crop area (method default when omitted).")
+    num_workers: int = _arg(0, "DataLoader workers (0 is fastest for small images on few cores).")
+    # schedule
+    max_steps: int = _arg(1000, "Optimiser steps to run.")
+    batch_size: int = _arg(64, "Images per device per micro-batch.")
+    gradient_accumulation_steps: int = _arg(1, "Micro-batches per optimiser step.")
+    learning_rate: float | None = _arg(None, "Absolute peak lr; overrides base_learning_rate scaling.")
+    base_learning_rate: float | None = _arg(None, "Peak lr = base_learning_rate * global_batch / 256.")
+    min_learning_rate: float = _arg(0.0, "Final lr of the cosine schedule.")
+    warmup_steps: int | None = _arg(None, "Linear warm-up steps (overrides warmup_ratio).")
+    warmup_ratio: float | None = _arg(None, "Warm-up as a fraction of max_steps.")
+    # optimiser
+    optimizer: Literal["adamw"] = _arg("adamw", "Optimiser (AdamW, fused where available).")
+    weight_decay: float | None = _arg(None, "Weight decay (never on biases, norms, tokens, position tables).")
+    adam_beta1: float = _arg(0.9, "AdamW beta1.")
+    adam_beta2: float | None = _arg(None, "AdamW beta2.")
+    max_grad_norm: float | None = _arg(None, "Clip the global gradient norm (off when omitted).")
+    # precision / speed
+    mixed_precision: Literal["no", "bf16", "fp16"] = _arg("no", "Autocast precision (bf16 on CPU; fp16 only on GPU).")
+    torch_compile: bool = _arg(False, "torch.compile the model (slow first steps).")
+    seed: int = _arg(0, "Seed for init, shuffling, augmentation and masking.")
+    # I/O
+    output_dir: str = _arg("runs/ssl_hf", "Run directory: checkpoints/, final/, metrics.jsonl, args.json.")
+    save_steps: int = _arg(500, "Save a resumable checkpoint every N optimiser steps (and at the end).")
+    save_total_limit: int | None = _arg(2, "Keep only the newest N checkpoints (all when omitted).")
+    resume_from_checkpoint: str | None = _arg(None, "'latest' or a checkpoint directory to continue from.")
+    report_to: str | None = _arg(None, "Accelerate tracker(s), e.g. tensorboard, wandb (comma-separated).")
+
+    def resolved(self, defaults: dict[str, Any]) -> "TrainingArguments":
+        """Returns a copy where unset (`None`) fields take the method's defaults, then the generic ones."""
+        generic = {"base_learning_rate": 1e-3, "weight_decay": 0.05, "adam_beta2": 0.999, "warmup_ratio": 0.05}
+        values = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                value = defaults.get(f.name, generic.get(f.name))
+            values[f.name] = value
+        return TrainingArguments(**values)
+
+    def validate(self) -> None:
+        """Raises `ValueError` naming the bad field and a fix."""
+        checks = [
+            (self.max_steps > 0, "max_steps must be > 0"),
+            (self.batch_size > 0, "batch_size must be > 0"),
+            (self.gradient_accumulation_steps > 0, "gradient_accumulation_steps must be > 0"),
+            (self.save_steps > 0, "save_steps must be > 0"),
+            (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision must be one of no, bf16, fp16"),
+            (self.optimizer == "adamw", "optimizer must be 'adamw'"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"Invalid training arguments: {message}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingArguments)}

@@ -1,0 +1,372 @@
+"""The Accelerate pre-training loop shared by every method (D4). It knows no method: it reads `output.loss`,
+calls `post_optimizer_step`, and saves/restores everything needed to continue a run exactly."""
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data.datasets import load_image_source
+from ..data.pipeline import StreamingViews, ViewsDataset
+from ..data.views import build_views
+from ..registry import MethodSpec
+from .arguments import TrainingArguments
+from .optim import build_adamw, scaled_lr
+from .schedules import cosine_with_warmup
+
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+META = "ssl_hf_state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the loss becomes NaN or infinite; the weights of that step are left untouched."""
+
+
+def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
+    """Pre-trains `spec.model_class(model_config)` and returns the directory of the final `save_pretrained`.
+
+    Writes into `args.output_dir`: `args.json`, `metrics.jsonl` (one line per optimiser step),
+    `checkpoints/step_<N>/` (Accelerate state, written atomically) and `final/` (safetensors + config).
+    """
+    args = args.resolved(spec.training_defaults)
+    args.validate()
+    out = Path(args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=args.report_to.split(",") if args.report_to else None,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        step_scheduler_with_optimizer=False,
+        dynamo_backend="inductor" if args.torch_compile else None,
+    )
+    if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError("fp16 is not supported on CPU (about 1 GFLOP/s here); use --mixed_precision bf16 or no.")
+    resume_dir = _resolve_resume(out, args.resume_from_checkpoint)
+
+    set_seed(args.seed)
+    model = spec.model_class(model_config)
+    loader, dataset = _build_loader(spec, model_config, args, accelerator)
+    global_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    peak_lr = args.learning_rate or scaled_lr(args.base_learning_rate, global_batch)
+    optimizer = build_adamw(model, peak_lr, args.weight_decay, (args.adam_beta1, args.adam_beta2), accelerator.device)
+    if args.streaming:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    warmup = args.warmup_steps if args.warmup_steps is not None else round(args.warmup_ratio * args.max_steps)
+
+    def lr_at(step: int) -> float:
+        return cosine_with_warmup(step, args.max_steps, warmup, peak_lr, args.min_learning_rate)
+
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "images_seen": 0}
+    if resume_dir is not None:
+        accelerator.load_state(str(resume_dir))
+        state = json.loads((resume_dir / META).read_text())["state"]
+        logger.info("Resumed from %s at step %d", resume_dir, state["step"])
+    elif accelerator.is_main_process and _complete_checkpoints(out):
+        raise ValueError(
+            f"{out} already holds checkpoints of a run. Continue it with --resume_from_checkpoint latest, "
+            "or choose a new --output_dir."
+        )
+    metrics = _MetricsWriter(out / "metrics.jsonl", accelerator.is_main_process, resume_step=state["step"])
+    if accelerator.is_main_process:
+        _write_json(out / "args.json", _run_record(spec, model_config, args, accelerator, peak_lr, global_batch))
+    if args.report_to:
+        accelerator.init_trackers(spec.name, config={k: v for k, v in args.to_dict().items() if v is not None})
+
+    unwrapped = accelerator.unwrap_model(model)
+    model.train()
+    progress = tqdm(
+        total=args.max_steps,
+        initial=state["step"],
+        desc=f"pretrain {spec.name}",
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
+    window: list[dict[str, torch.Tensor]] = []
+    window_images, window_start = 0, time.perf_counter()
+    _set_lr(optimizer, lr_at(state["step"]))
+    while state["step"] < args.max_steps:
+        batches = _epoch_batches(loader, dataset, accelerator, state, args.streaming)
+        for batch in batches:
+            # model-side randomness (dropout, ...) is a pure function of (seed, step, micro-batch, rank)
+            torch.manual_seed(_step_seed(args.seed, state["step"], len(window), accelerator.process_index))
+            with accelerator.accumulate(model):
+                output = model(**batch)
+                _check_finite(output.loss, accelerator, state, out)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state["batches_in_epoch"] += 1
+            window.append({k: v.detach().float() for k, v in output.items() if k.startswith("loss")})
+            window_images += next(iter(batch.values())).shape[0]
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            unwrapped.post_optimizer_step(state["step"], args.max_steps)
+            record = _reduce_window(window, accelerator)
+            images = int(accelerator.reduce(torch.tensor(window_images, device=accelerator.device), "sum").item())
+            state["images_seen"] += images
+            elapsed = time.perf_counter() - window_start
+            record = {
+                "step": state["step"],
+                "epoch": state["epoch"],
+                **record,
+                "lr": optimizer.param_groups[0]["lr"],
+                "images_seen": state["images_seen"],
+                "images_per_sec": round(images / elapsed, 2),
+                "skipped_images": getattr(dataset, "num_skipped", 0),
+            }
+            metrics.write(record)
+            if args.report_to:
+                accelerator.log(record, step=state["step"])
+            progress.update(1)
+            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+            window, window_images, window_start = [], 0, time.perf_counter()
+            _set_lr(optimizer, lr_at(state["step"]))
+            if state["step"] % args.save_steps == 0 or state["step"] == args.max_steps:
+                save_checkpoint(accelerator, out, state, args.save_total_limit)
+            if state["step"] >= args.max_steps:
+                break
+        else:
+            state["epoch"] += 1
+            state["batches_in_epoch"] = 0
+            if not args.streaming and len(loader) == 0:
+                raise ValueError("The data loader yields no batch: the dataset is smaller than one batch.")
+    progress.close()
+    final = out / "final"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp = out / ".final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped.save_pretrained(tmp)
+        shutil.copyfile(out / "args.json", tmp / "training_args.json")
+        _replace_dir(tmp, final)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final
+
+
+def _build_loader(spec: MethodSpec, model_config, args: TrainingArguments, accelerator: Accelerator):
+    scale = (args.crop_min_scale, 1.0) if args.crop_min_scale else None
+    views = build_views(spec.views, model_config, scale=scale)
+    source = load_image_source(
+        args.dataset,
+        args.train_split,
+        config_name=args.dataset_config,
+        image_column=args.image_column,
+        streaming=args.streaming,
+        builtin_size=model_config.backbone_config.image_size,
+    )
+    if args.streaming:
+        dataset = StreamingViews(
+            source, views, args.batch_size, args.seed, accelerator.process_index, accelerator.num_processes
+        )
+        return DataLoader(dataset, batch_size=None, num_workers=args.num_workers), dataset
+    dataset = ViewsDataset(source, views, seed=args.seed)
+    needed = args.batch_size * accelerator.num_processes
+    if len(dataset) < needed:
+        raise ValueError(
+            f"The dataset has {len(dataset)} images, fewer than one batch across processes ({needed}). "
+            "Lower --batch_size or use more data."
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=_collate,
+        num_workers=args.num_workers,
+        persistent_workers=args.num_workers > 0,
+    )
+    return loader, dataset
+
+
+def _collate(batch):
+    # ViewsDataset.__getitems__ already returns the whole batch
+    return batch if isinstance(batch, dict) else torch.utils.data.default_collate(batch)
+
+
+def _epoch_batches(loader, dataset, accelerator: Accelerator, state: dict, streaming: bool):
+    dataset.set_epoch(state["epoch"])
+    skip = state["batches_in_epoch"]
+    if streaming:
+        device = accelerator.device
+        batches = ({k: v.to(device, non_blocking=True) for k, v in b.items()} for b in loader)
+        for _ in range(skip):
+            next(batches, None)
+        return batches
+    loader.set_epoch(state["epoch"])
+    return accelerator.skip_first_batches(loader, skip) if skip else loader
+
+
+def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    return ((seed * 1_000_003 + step) * 64 + micro) * 4096 + rank & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _reduce_window(window: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
+    """Mean of each loss term over the accumulation window and across processes."""
+    keys = list(window[0])
+    local = torch.stack([torch.stack([w[k] for w in window]).mean() for k in keys]).to(accelerator.device)
+    return {k: v.item() for k, v in zip(keys, accelerator.reduce(local, "mean"))}
+
+
+def _check_finite(loss: torch.Tensor, accelerator: Accelerator, state: dict, out: Path) -> None:
+    bad = torch.tensor(float(not torch.isfinite(loss.detach()).item()), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "sum")
+    if bad.item() > 0:
+        last = find_latest_checkpoint(out)
+        where = f"The last good checkpoint is {last}." if last else "No checkpoint was written yet."
+        raise NonFiniteLossError(
+            f"The loss became {loss.item()} at step {state['step'] + 1}; this step's update was not applied. {where} "
+            "Lower --learning_rate/--base_learning_rate, set --max_grad_norm 1.0 or use --mixed_precision no, then "
+            "continue with --resume_from_checkpoint latest."
+        )
+
+
+class _MetricsWriter:
+    """Appends one JSON line per optimiser step; on resume, drops lines of steps after the checkpoint."""
+
+    def __init__(self, path: Path, active: bool, resume_step: int):
+        self.path, self.active = path, active
+        if not active:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step and path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.active:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, state: dict, keep: int | None) -> Path:
+    """Writes `checkpoints/step_<N>` atomically: into a temporary folder, then one rename.
+
+    A run killed while saving leaves the previous checkpoints untouched and loadable.
+    """
+    root = out / CHECKPOINTS
+    final, tmp = root / f"step_{state['step']}", root / f".tmp_step_{state['step']}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _write_json(tmp / META, {"state": state, "num_processes": accelerator.num_processes})
+        _replace_dir(tmp, final)
+        if keep:
+            for old in _complete_checkpoints(out)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _complete_checkpoints(out: Path) -> list[Path]:
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step_*") if (p / META).is_file() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def find_latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """Newest complete checkpoint of a run directory, or None."""
+    found = _complete_checkpoints(Path(out))
+    return found[-1] if found else None
+
+
+def _resolve_resume(out: Path, value: str | None) -> Path | None:
+    if not value:
+        return None
+    if value == "latest":
+        latest = find_latest_checkpoint(out)
+        if latest is None:
+            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from scratch.", out)
+        return latest
+    path = Path(value)
+    if not (path / META).is_file():
+        raise ValueError(
+            f"{path} is not a complete ssl_hf checkpoint (no {META}). Use 'latest' or a "
+            f"{CHECKPOINTS}/step_<N> folder of a run."
+        )
+    return path
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Moves `src` to `dst`, replacing it; `dst` is complete before and after (rename is atomic)."""
+    _fsync_tree(src)
+    trash = dst.with_name(f".trash_{dst.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    if dst.exists():
+        os.replace(dst, trash)
+    os.replace(src, dst)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _fsync_tree(path: Path) -> None:
+    for file in path.rglob("*"):
+        if file.is_file():
+            with file.open("rb") as f:
+                os.fsync(f.fileno())
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _run_record(spec, model_config, args, accelerator, peak_lr: float, global_batch: int) -> dict:
+    import accelerate
+    import datasets
+    import transformers
+
+    return {
+        "method": spec.name,
+        "model_config": model_config.to_dict(),
+        "training": args.to_dict(),
+        "derived": {
+            "peak_learning_rate": peak_lr,
+            "global_batch_size": global_batch,
+            "num_processes": accelerator.num_processes,
+            "device": str(accelerator.device),
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__,
+            "datasets": datasets.__version__,
+        },
+        "math": {"lr_rule": "peak = base_learning_rate * global_batch / 256", "isfinite": math.isfinite(peak_lr)},
+    }

@@ -1,0 +1,40 @@
+"""Optimiser construction: parameter groups without decay on 1-D params and tokens, fused AdamW, lr scaling."""
+
+import torch
+from torch import nn
+
+
+_NO_DECAY_NAMES = ("cls_token", "mask_token", "position_embeddings", "pos_embed", "register_tokens")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: decayed weights (>= 2-D) and the rest (biases, norms, tokens, position tables).
+
+    Frozen parameters are left out.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or any(key in name for key in _NO_DECAY_NAMES):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def scaled_lr(base_lr: float, global_batch: int) -> float:
+    """The linear scaling rule: `lr = base_lr * global_batch / 256` (MAE, BYOL, DINO)."""
+    return base_lr * global_batch / 256
+
+
+def build_adamw(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: torch.device
+) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where the device supports it (CPU and CUDA in torch >= 2.4)."""
+    groups = param_groups(model, weight_decay)
+    fused = device.type in ("cpu", "cuda", "xpu", "mps")
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+    except (RuntimeError, ValueError):  # e.g. a backend without the fused kernel
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)

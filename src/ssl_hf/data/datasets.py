@@ -7,7 +7,7 @@ import io
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -38,6 +38,7 @@ class ImageSource:
     dataset: datasets.Dataset | datasets.IterableDataset
     image_column: str
     raw_size: int | None = None
+    _arrow: datasets.Dataset | None = field(default=None, repr=False)
 
     def decode(self, values: Sequence) -> list[Tensor | None]:
         """Decodes a batch of column values to `(3, H, W)` uint8 tensors; None where a file is unreadable."""
@@ -45,6 +46,18 @@ class ImageSource:
             arr = np.array(values, dtype=np.uint8).reshape(-1, self.raw_size, self.raw_size, 3)
             return list(torch.from_numpy(arr).permute(0, 3, 1, 2))
         return [decode_image(v) for v in values]
+
+    def read(self, rows: slice | Sequence[int], columns: Sequence[str] = ()) -> tuple[list[Tensor | None], dict]:
+        """Reads rows of a map-style dataset through Arrow: decoded images plus other columns as numpy arrays."""
+        if self._arrow is None:
+            self._arrow = self.dataset.with_format("arrow")
+        table = self._arrow[rows if isinstance(rows, slice) else list(rows)]
+        column = table.column(self.image_column)
+        if self.raw_size is not None:  # fixed-length uint8 lists: one flat buffer
+            values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        else:
+            values = column.to_pylist()
+        return self.decode(values), {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 
 def load_image_source(

@@ -26,8 +26,7 @@ class _Counting:
 
     num_skipped = 0
 
-    def _views(self, values, indices, epoch: int) -> dict[str, torch.Tensor]:
-        images = self.source.decode(values)
+    def _views(self, images: list, indices, epoch: int) -> dict[str, torch.Tensor]:
         good = [k for k, im in enumerate(images) if im is not None]
         self.num_skipped += len(images) - len(good)
         if not good:
@@ -49,9 +48,6 @@ class ViewsDataset(_Counting, Dataset):
 
     def __init__(self, source: ImageSource, view_fn: ViewFn, seed: int = 0):
         self.source, self.view_fn, self.seed, self.epoch = source, view_fn, seed, 0
-        ds = source.dataset
-        # raw uint8 rows are read as one arrow buffer (~10x faster than numpy formatting)
-        self._table = ds.select_columns([source.image_column]).with_format("arrow") if source.raw_size else ds
 
     def set_epoch(self, epoch: int) -> None:
         """Sets the epoch used to seed augmentations."""
@@ -64,10 +60,8 @@ class ViewsDataset(_Counting, Dataset):
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        values = self._table[list(indices)][self.source.image_column]
-        if self.source.raw_size:
-            values = values.combine_chunks().values.to_numpy(zero_copy_only=False)
-        return self._views(values, indices, self.epoch)
+        images, _ = self.source.read(indices)
+        return self._views(images, indices, self.epoch)
 
 
 class StreamingViews(_Counting, IterableDataset):
@@ -117,5 +111,5 @@ class StreamingViews(_Counting, IterableDataset):
             if len(values) == self.batch_size:
                 # sample ids for seeding: unique per rank and position in this epoch's stream
                 ids = [(position + k) * 4096 + self.rank for k in range(len(values))]
-                yield self._views(values, ids, self.epoch)
+                yield self._views(self.source.decode(values), ids, self.epoch)
                 values, position = [], position + len(values)

@@ -1,0 +1,234 @@
+"""`ssl-hf pretrain | export | evaluate`: argument parsing only; the work is done by the modules it calls.
+
+`ssl-hf pretrain` accepts every field of the method's config and of the backbone config as `--<field> value`,
+every `TrainingArguments` field, and `--config FILE.yaml` (sections `model`, `training`, `data`, or flat keys);
+command-line flags win over the file.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import types
+import typing
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+logger = logging.getLogger("ssl_hf")
+
+
+def _method_fields(spec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Own fields (name -> dataclass Field) of the method config and of its ViT backbone config."""
+    from transformers import PreTrainedConfig, ViTConfig
+
+    base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
+    method = {f.name: f for f in dataclasses.fields(spec.config_class) if f.name not in base | {"backbone_config"}}
+    backbone = {f.name: f for f in dataclasses.fields(ViTConfig) if f.name not in base}
+    return method, backbone
+
+
+def _is_text(annotation) -> bool:
+    """True for `str` and `str | None` annotations (values kept verbatim, not YAML-parsed)."""
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) is typing.Literal:
+        return True
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    return bool(args) and set(args) <= {str, type(None)}
+
+
+def _parse_value(text: str, annotation) -> Any:
+    """Parses a command-line value by its field's annotation (numbers, booleans, lists via YAML)."""
+    if _is_text(annotation):
+        return None if text.lower() in ("none", "null") and "None" in str(annotation) else text
+    value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as text
+        for number in (int, float):
+            if number in (typing.get_args(annotation) or (annotation,)):
+                try:
+                    return number(text)
+                except ValueError:
+                    pass
+    return value
+
+
+def _fail(parser: argparse.ArgumentParser, unknown: list[str], known: list[str]) -> None:
+    messages = []
+    for i, token in enumerate(unknown):
+        if not token.startswith("--"):
+            if i == 0 or not unknown[i - 1].startswith("--"):
+                messages.append(f"unexpected value '{token}'")
+            continue
+        name = token[2:].split("=")[0]
+        close = get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+        messages.append(f"unknown option --{name}{hint}")
+    parser.error("; ".join(messages) + ". Run with --help for every option.")
+
+
+def _pretrain(argv: list[str]) -> None:
+    import ssl_hf
+    from ssl_hf.backbones import VIT_PRESETS, backbone_config
+    from ssl_hf.training import TrainingArguments, pretrain
+    from ssl_hf.training.arguments import TRAINING_FIELDS
+
+    head = argparse.ArgumentParser(add_help=False)
+    head.add_argument("--method")
+    head.add_argument("--config")
+    first, _ = head.parse_known_args(argv)
+    file_values: dict[str, Any] = {}
+    if first.config:
+        loaded = yaml.safe_load(Path(first.config).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{first.config} must hold a mapping of option names to values.")
+        for key, value in loaded.items():
+            if key in ("model", "training", "data") and isinstance(value, dict):
+                file_values.update(value)
+            else:
+                file_values[key] = value
+    method_name = first.method or file_values.pop("method", None) or "mae"
+    file_values.pop("method", None)
+    spec = ssl_hf.get_method(method_name)
+    method_fields, backbone_fields = _method_fields(spec)
+
+    parser = argparse.ArgumentParser(
+        prog="ssl-hf pretrain",
+        description=f"Pre-train with {method_name}. Method, backbone and training fields are all --<field> value.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--method", default=method_name, choices=sorted(ssl_hf.METHODS))
+    parser.add_argument("--config", help="YAML file of options (command-line flags win).")
+    parser.add_argument("--backbone", help=f"Backbone preset: {', '.join(VIT_PRESETS)} (default vit-base).")
+    sources = (
+        ("training", TRAINING_FIELDS),
+        (f"{method_name} config", method_fields),
+        ("backbone config (ViTConfig)", backbone_fields),
+    )
+    seen: dict[str, Any] = {}
+    for title, fields in sources:
+        group = parser.add_argument_group(title)
+        for name, f in fields.items():
+            if name in seen:
+                continue  # e.g. a method field shadowing a training field: the first owner wins
+            seen[name] = f.type
+            default = f.default if f.default is not dataclasses.MISSING else None
+            group.add_argument(
+                f"--{name}",
+                type=lambda text, ann=f.type: _parse_value(text, ann),
+                metavar=type(default).__name__.upper() if default is not None else "VALUE",
+                help=f"{f.metadata.get('help', '')} (default: {default})",
+            )
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _fail(parser, unknown, [*seen, "backbone", "method", "config"])
+    bad_file = [k for k in file_values if k not in seen and k != "backbone"]
+    if bad_file:
+        _fail(parser, [f"--{k}" for k in bad_file], [*seen, "backbone"])
+    values = {**file_values, **{k: v for k, v in vars(args).items() if k not in ("method", "config")}}
+
+    training = {k: values.pop(k) for k in list(values) if k in TRAINING_FIELDS}
+    backbone_name = values.pop("backbone", "vit-base")
+    backbone = {k: values.pop(k) for k in list(values) if k in backbone_fields and k not in method_fields}
+    config = spec.config_class(
+        backbone_config=backbone_config(
+            backbone_name, backbone.pop("image_size", 224), backbone.pop("patch_size", 16), **backbone
+        ),
+        **values,
+    )
+    training.setdefault("output_dir", f"runs/{method_name}")
+    final = pretrain(spec, config, TrainingArguments(**training))
+    print(f"Pre-training finished: {final}")
+
+
+def _export(argv: list[str]) -> None:
+    from ssl_hf.export import export_pretrained
+
+    parser = argparse.ArgumentParser(prog="ssl-hf export", description="Export the encoder as a stock transformers model.")
+    parser.add_argument("pretrained", help="A run's final/ folder (or any ssl_hf save_pretrained folder).")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--format", choices=["vit", "dinov2"], default="vit", help="Exported architecture.")
+    parser.add_argument("--results", help="Evaluation JSON (from ssl-hf evaluate) to put in the model card.")
+    parser.add_argument("--repo_id", help="Hub id used in the card's snippets.")
+    args = parser.parse_args(argv)
+    results = json.loads(Path(args.results).read_text()) if args.results else None
+    out = export_pretrained(args.pretrained, args.output_dir, args.format, results, args.repo_id)
+    print(f"Exported {args.format} backbone to {out}")
+
+
+def _evaluate(argv: list[str]) -> None:
+    from ssl_hf.evaluation import evaluate_knn
+
+    parser = argparse.ArgumentParser(prog="ssl-hf evaluate", description="Evaluate an exported backbone.")
+    parser.add_argument("model", help="Export folder or Hub id (anything AutoModel.from_pretrained loads).")
+    parser.add_argument("--dataset", default="digits", help="Labelled dataset: built-in name, Hub id, folder...")
+    parser.add_argument("--protocol", choices=["knn"], default="knn")
+    parser.add_argument("--output", help="Write the results JSON here.")
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--test_split", default="test")
+    parser.add_argument("--label_column", default="label")
+    parser.add_argument("--image_column")
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--temperature", type=float, default=0.07)
+    parser.add_argument("--pool", choices=["cls", "mean"], default="cls")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--random_init", action="store_true", help="Evaluate the same architecture, random weights.")
+    parser.add_argument(
+        "--compare_random_init", action="store_true", help="Also evaluate a randomly initialised twin, side by side."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--update_card", action="store_true", help="Write the results into the export's README.md.")
+    args = parser.parse_args(argv)
+    common = dict(
+        train_split=args.train_split,
+        test_split=args.test_split,
+        label_column=args.label_column,
+        image_column=args.image_column,
+        k=args.k,
+        temperature=args.temperature,
+        pool=args.pool,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    runs = [args.random_init] + ([True] if args.compare_random_init and not args.random_init else [])
+    results = [evaluate_knn(args.model, args.dataset, random_init=r, **common) for r in runs]
+    report = {"model": args.model, "dataset": args.dataset, "results": results}
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    if args.update_card:
+        from ssl_hf.export import update_card
+
+        update_card(args.model, report)
+    print(f"\nk-NN on {args.dataset} ({results[0]['settings']}, {results[0]['num_test']} test images)")
+    print(f"{'backbone':<14}{'top-1':>8}{'top-5':>8}")
+    for r in results:
+        print(f"{r['backbone']:<14}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%")
+
+
+COMMANDS = {"pretrain": _pretrain, "export": _export, "evaluate": _evaluate}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `ssl-hf` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        given = f"unknown command '{argv[0]}'. " if argv and argv[0] not in ("-h", "--help") else ""
+        print(f"{given}usage: ssl-hf {{{','.join(COMMANDS)}}} [options]   (ssl-hf <command> --help for details)")
+        raise SystemExit(2 if given or not argv else 0)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
+
+    try:
+        COMMANDS[argv[0]](argv[1:])
+    except (ValueError, FileNotFoundError, StrictDataclassClassValidationError, StrictDataclassFieldValidationError) as err:
+        print(f"ssl-hf {argv[0]}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+
+
+if __name__ == "__main__":
+    main()

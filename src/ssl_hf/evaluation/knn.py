@@ -1,0 +1,57 @@
+"""Weighted k-NN classification on frozen features, as DINO's `eval_knn.py` (cosine, k=20, T=0.07)."""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@torch.no_grad()
+def knn_predict(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """Class scores of each test sample from its `k` most cosine-similar training samples, weighted `exp(sim / T)`.
+
+    Args:
+        train_features: `(N, D)`.
+        train_labels: `(N,)` int class ids.
+        test_features: `(M, D)`.
+        num_classes: `C`.
+        k: Neighbours.
+        temperature: `T` of the weights.
+        chunk_size: Test samples per similarity block (bounds memory).
+
+    Returns:
+        `(M, C)` scores.
+    """
+    train = F.normalize(train_features.float(), dim=1)
+    test = F.normalize(test_features.float(), dim=1)
+    k = min(k, train.shape[0])
+    scores = []
+    for chunk in test.split(chunk_size):
+        sims, idx = (chunk @ train.T).topk(k, dim=1)  # (m, k)
+        weights = (sims / temperature).exp()
+        one_hot = F.one_hot(train_labels[idx].long(), num_classes).float()  # (m, k, C)
+        scores.append((one_hot * weights.unsqueeze(-1)).sum(1))
+    return torch.cat(scores)
+
+
+def knn_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of `knn_predict`."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    scores = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature)
+    top = scores.topk(min(5, num_classes), dim=1).indices
+    hits = top == test_labels.view(-1, 1)
+    return {"top1": hits[:, 0].float().mean().item(), "top5": hits.any(1).float().mean().item()}

@@ -1,0 +1,218 @@
+"""Export: the encoder of a pre-training checkpoint as a stock transformers model + processor + model card (D1, D8)."""
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import AutoModelForPreTraining, Dinov2Config, Dinov2Model, PreTrainedModel, ViTModel
+from transformers import ViTImageProcessorPil as ViTImageProcessor
+
+from .data.views import IMAGENET_MEAN, IMAGENET_STD
+
+
+logger = logging.getLogger(__name__)
+
+CARDS_DIR = Path(__file__).parent / "model_cards"
+ExportFormat = Literal["vit", "dinov2"]
+
+
+def export_pretrained(
+    pretrained: str | os.PathLike | PreTrainedModel,
+    output_dir: str | os.PathLike,
+    export_format: ExportFormat = "vit",
+    results: dict | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Writes the method's encoder as a plain transformers checkpoint that `AutoModel.from_pretrained` loads.
+
+    Args:
+        pretrained: A `<M>ForPreTraining` or the folder of its `save_pretrained` (e.g. `RUN/final`).
+        output_dir: Destination folder (created).
+        export_format: `vit` (`ViTModel`) or `dinov2` (`Dinov2Model`; also loads with `Dinov2Backbone`).
+        results: Evaluation results (`ssl-hf evaluate` JSON) to put in the model card.
+        repo_id: Hub id shown in the card's snippets (defaults to the folder name).
+
+    Returns:
+        The output folder, holding `config.json`, `model.safetensors`, `preprocessor_config.json` and `README.md`.
+    """
+    source_dir = None
+    if not isinstance(pretrained, PreTrainedModel):
+        source_dir = Path(pretrained)
+        if not (source_dir / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{source_dir} has no config.json: give the `final/` folder of a run (or any save_pretrained folder)."
+            )
+        import ssl_hf  # noqa: F401  registers the Auto classes
+
+        pretrained = AutoModelForPreTraining.from_pretrained(source_dir)
+    encoder = pretrained.get_export_backbone()
+    if not isinstance(encoder, ViTModel):
+        raise TypeError(f"Export supports ViT encoders for now, got {type(encoder).__name__}.")
+    exported = vit_to_dinov2(encoder) if export_format == "dinov2" else vit_with_identity_pooler(encoder)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    exported.save_pretrained(out)
+    size = encoder.config.image_size
+    ViTImageProcessor(
+        size={"height": size, "width": size}, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), resample=3
+    ).save_pretrained(out)
+    training = None
+    if source_dir is not None and (source_dir / "training_args.json").is_file():
+        training = json.loads((source_dir / "training_args.json").read_text())
+        (out / "training_args.json").write_text(json.dumps(training, indent=2) + "\n")
+    method = getattr(pretrained.config, "model_type", "ssl_mae").removeprefix("ssl_")
+    render_card(exported, method, training, results, repo_id or out.name).save(out / "README.md")
+    return out
+
+
+def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
+    """Re-renders an export's `README.md` with evaluation results (keeps weights and configs untouched)."""
+    from transformers import AutoModel
+
+    export_dir = Path(export_dir)
+    model = AutoModel.from_pretrained(export_dir)
+    training_path = export_dir / "training_args.json"
+    training = json.loads(training_path.read_text()) if training_path.is_file() else None
+    method = (training or {}).get("method", "unknown")
+    card = render_card(model, method, training, results, export_dir.name)
+    card.save(export_dir / "README.md")
+    return export_dir / "README.md"
+
+
+def vit_with_identity_pooler(encoder: ViTModel) -> ViTModel:
+    """Copies the encoder into a `ViTModel` whose pooler is fixed: `pooler_output = tanh(cls)`.
+
+    `AutoModel` always builds ViT with a pooler; SSL never trains one, so saving a deterministic one keeps loads
+    free of "newly initialised weights" warnings and of random pooler outputs.
+    """
+    config = encoder.config.__class__.from_dict(encoder.config.to_dict())
+    config.pooler_output_size = config.hidden_size
+    config.architectures = ["ViTModel"]
+    model = ViTModel(config, add_pooling_layer=True)
+    result = model.load_state_dict(encoder.state_dict(), strict=False)
+    if result.unexpected_keys or any(not k.startswith("pooler.") for k in result.missing_keys):
+        raise RuntimeError(f"Encoder weights do not match ViTModel: {result}")
+    with torch.no_grad():
+        model.pooler.dense.weight.copy_(torch.eye(config.hidden_size))
+        model.pooler.dense.bias.zero_()
+    return model.eval()
+
+
+def vit_to_dinov2(encoder: ViTModel) -> Dinov2Model:
+    """Maps ViT weights onto `Dinov2Model` (layer scale 1, no SwiGLU): same function, DINOv2's Auto/Backbone classes."""
+    c = encoder.config
+    config = Dinov2Config(
+        hidden_size=c.hidden_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        mlp_ratio=c.intermediate_size // c.hidden_size,
+        hidden_act=c.hidden_act,
+        layer_norm_eps=c.layer_norm_eps,
+        image_size=c.image_size,
+        patch_size=c.patch_size,
+        num_channels=c.num_channels,
+        qkv_bias=c.qkv_bias,
+        layerscale_value=1.0,
+        drop_path_rate=0.0,
+        use_swiglu_ffn=False,
+        architectures=["Dinov2Model"],
+    )
+    if c.intermediate_size % c.hidden_size:
+        raise ValueError("dinov2 export needs intermediate_size to be a multiple of hidden_size")
+    model = Dinov2Model(config)
+    state = {}
+    for name, value in encoder.state_dict().items():
+        if name.startswith("layers."):
+            name = "encoder.layer." + name[len("layers.") :]
+            name = name.replace(".layernorm_before.", ".norm1.").replace(".layernorm_after.", ".norm2.")
+        state[name] = value
+    for i in range(c.num_hidden_layers):
+        for scale in ("layer_scale1", "layer_scale2"):
+            state[f"encoder.layer.{i}.{scale}.lambda1"] = torch.ones(c.hidden_size)
+    state["embeddings.mask_token"] = torch.zeros_like(model.embeddings.mask_token)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def render_card(
+    model: PreTrainedModel, method: str, training: dict | None, results: dict | None, repo_id: str
+) -> ModelCard:
+    """Renders `model_cards/template.md` with `huggingface_hub.ModelCard` (front matter validated by the Hub)."""
+    info_path = CARDS_DIR / f"{method}.yaml"
+    info = yaml.safe_load(info_path.read_text()) if info_path.is_file() else {}
+    dataset = (training or {}).get("training", {}).get("dataset")
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-feature-extraction",
+        license="apache-2.0",
+        tags=["self-supervised", "ssl_hf", method, *info.get("tags", [])],
+        datasets=[dataset] if dataset and "/" in dataset else None,
+        model_name=repo_id,
+    )
+    c = model.config
+    is_vit = c.model_type == "vit"
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(CARDS_DIR / "template.md"),
+        model_name=repo_id,
+        repo_id=repo_id,
+        model_class=type(model).__name__,
+        architecture=f"ViT ({c.model_type} format)",
+        method_title=info.get("method_title", method),
+        paper_short=info.get("paper_short", ""),
+        method_summary=info.get("method_summary", ""),
+        export_note=info.get("export_note", ""),
+        num_layers=c.num_hidden_layers,
+        hidden_size=c.hidden_size,
+        num_heads=c.num_attention_heads,
+        patch_size=c.patch_size,
+        image_size=c.image_size,
+        num_params=f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
+        pooler_note=(
+            "`pooler_output` is `tanh(cls)` through a fixed identity layer (the pooler is not trained)."
+            if is_vit
+            else "`pooler_output` is the normalised cls token."
+        ),
+        training_details=_training_section(training),
+        evaluation_table=_evaluation_section(results),
+        intended_use=info.get("intended_use", ""),
+        bibtex=info.get("bibtex", ""),
+    )
+
+
+def _training_section(training: dict | None) -> str:
+    if not training:
+        return "Training arguments were not recorded with this checkpoint."
+    t, d = training.get("training", {}), training.get("derived", {})
+    rows = [
+        ("method", training.get("method")),
+        ("dataset", f"{t.get('dataset')} (split {t.get('train_split')})"),
+        ("optimiser steps", t.get("max_steps")),
+        ("global batch", d.get("global_batch_size")),
+        ("peak learning rate", d.get("peak_learning_rate")),
+        ("weight decay", t.get("weight_decay")),
+        ("warm-up", t.get("warmup_steps") if t.get("warmup_steps") is not None else f"{t.get('warmup_ratio')} of steps"),
+        ("precision", t.get("mixed_precision")),
+        ("processes", d.get("num_processes")),
+        ("seed", t.get("seed")),
+    ]
+    return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _evaluation_section(results: dict | None) -> str:
+    if not results:
+        return "Not evaluated yet: run `ssl-hf evaluate` and export again with `--results`."
+    lines = ["| protocol | dataset | metric | value |", "|---|---|---|---|"]
+    for entry in results.get("results", [results]):
+        for metric in ("top1", "top5"):
+            if metric in entry:
+                lines.append(
+                    f"| {entry.get('protocol')} ({entry.get('settings', '')}) | {entry.get('dataset')} | "
+                    f"{metric} | {entry[metric]:.4f} |"
+                )
+    return "\n".join(lines)

@@ -1,17 +1,20 @@
 """Shared fixtures: a tiny MAE config, an isolated built-in dataset cache, and Accelerate state resets."""
 
 import os
+import tempfile
+from pathlib import Path
 
-import pytest
-import torch
 
+# Set before huggingface_hub / datasets are imported (they read these at import time). Tests never touch the network,
+# and their caches live outside the user's: built-in sets are deterministic, so the cache is reused across runs.
+_CACHE = Path(tempfile.gettempdir()) / f"ssl_hf_test_cache_{os.getuid()}"
+os.environ.setdefault("SSL_HF_CACHE", str(_CACHE / "ssl_hf"))
+os.environ.setdefault("HF_DATASETS_CACHE", str(_CACHE / "datasets"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-@pytest.fixture(scope="session", autouse=True)
-def _builtin_cache(tmp_path_factory):
-    """Built-in datasets are cached per test session (each xdist worker builds its own in ~3 s)."""
-    os.environ.setdefault("SSL_HF_CACHE", str(tmp_path_factory.getbasetemp() / "ssl_hf_cache"))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +34,10 @@ def tiny_mae_config(**overrides):
     backbone = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
     backbone.update(overrides.pop("backbone", {}))
     fields = dict(
-        decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=24
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=24,
     )
     fields.update(overrides)
     return MAEConfig(backbone_config=backbone_config("vit-tiny", 32, 8, **backbone), **fields)

@@ -43,17 +43,20 @@ def _is_text(annotation) -> bool:
 
 
 def _parse_value(text: str, annotation) -> Any:
-    """Parses a command-line value by its field's annotation (numbers, booleans, lists via YAML)."""
+    """Parses a command-line or YAML text value by its field's annotation (numbers, booleans, lists via YAML)."""
     if _is_text(annotation):
         return None if text.lower() in ("none", "null") and "None" in str(annotation) else text
     value = yaml.safe_load(text)
+    allowed = set(typing.get_args(annotation)) or {annotation}
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as text
         for number in (int, float):
-            if number in (typing.get_args(annotation) or (annotation,)):
+            if number in allowed:
                 try:
                     return number(text)
                 except ValueError:
                     pass
+        if allowed <= {int, float, bool, type(None)}:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'")
     return value
 
 
@@ -129,6 +132,12 @@ def _pretrain(argv: list[str]) -> None:
     bad_file = [k for k in file_values if k not in seen and k != "backbone"]
     if bad_file:
         _fail(parser, [f"--{k}" for k in bad_file], [*seen, "backbone"])
+    for key, value in file_values.items():
+        if isinstance(value, str) and key in seen:
+            try:
+                file_values[key] = _parse_value(value, seen[key])
+            except argparse.ArgumentTypeError as err:
+                raise ValueError(f"{key} in {first.config}: {err}") from err
     values = {**file_values, **{k: v for k, v in vars(args).items() if k not in ("method", "config")}}
 
     training = {k: values.pop(k) for k in list(values) if k in TRAINING_FIELDS}
@@ -148,7 +157,9 @@ def _pretrain(argv: list[str]) -> None:
 def _export(argv: list[str]) -> None:
     from ssl_hf.export import export_pretrained
 
-    parser = argparse.ArgumentParser(prog="ssl-hf export", description="Export the encoder as a stock transformers model.")
+    parser = argparse.ArgumentParser(
+        prog="ssl-hf export", description="Export the encoder as a stock transformers model."
+    )
     parser.add_argument("pretrained", help="A run's final/ folder (or any ssl_hf save_pretrained folder).")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--format", choices=["vit", "dinov2"], default="vit", help="Exported architecture.")
@@ -220,12 +231,18 @@ def main(argv: list[str] | None = None) -> None:
         given = f"unknown command '{argv[0]}'. " if argv and argv[0] not in ("-h", "--help") else ""
         print(f"{given}usage: ssl-hf {{{','.join(COMMANDS)}}} [options]   (ssl-hf <command> --help for details)")
         raise SystemExit(2 if given or not argv else 0)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
     from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 
     try:
         COMMANDS[argv[0]](argv[1:])
-    except (ValueError, FileNotFoundError, StrictDataclassClassValidationError, StrictDataclassFieldValidationError) as err:
+    except (
+        ValueError,
+        FileNotFoundError,
+        StrictDataclassClassValidationError,
+        StrictDataclassFieldValidationError,
+    ) as err:
         print(f"ssl-hf {argv[0]}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
 

@@ -78,8 +78,14 @@ def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
     model = AutoModel.from_pretrained(export_dir)
     training_path = export_dir / "training_args.json"
     training = json.loads(training_path.read_text()) if training_path.is_file() else None
-    method = (training or {}).get("method", "unknown")
-    card = render_card(model, method, training, results, export_dir.name)
+    method, repo_id = (training or {}).get("method"), export_dir.name
+    readme = export_dir / "README.md"
+    if readme.is_file():  # keep what the export wrote: the method tag and the --repo_id (model_name)
+        previous = ModelCard.load(readme).data
+        repo_id = getattr(previous, "model_name", None) or repo_id
+        own_tags = [t for t in (previous.tags or []) if t not in ("self-supervised", "ssl_hf")]
+        method = method or (own_tags[0] if own_tags else None)
+    card = render_card(model, method or "unknown", training, results, repo_id)
     card.save(export_dir / "README.md")
     return export_dir / "README.md"
 
@@ -196,7 +202,10 @@ def _training_section(training: dict | None) -> str:
         ("global batch", d.get("global_batch_size")),
         ("peak learning rate", d.get("peak_learning_rate")),
         ("weight decay", t.get("weight_decay")),
-        ("warm-up", t.get("warmup_steps") if t.get("warmup_steps") is not None else f"{t.get('warmup_ratio')} of steps"),
+        (
+            "warm-up",
+            t.get("warmup_steps") if t.get("warmup_steps") is not None else f"{t.get('warmup_ratio')} of steps",
+        ),
         ("precision", t.get("mixed_precision")),
         ("processes", d.get("num_processes")),
         ("seed", t.get("seed")),
@@ -206,13 +215,12 @@ def _training_section(training: dict | None) -> str:
 
 def _evaluation_section(results: dict | None) -> str:
     if not results:
-        return "Not evaluated yet: run `ssl-hf evaluate` and export again with `--results`."
-    lines = ["| protocol | dataset | metric | value |", "|---|---|---|---|"]
-    for entry in results.get("results", [results]):
-        for metric in ("top1", "top5"):
-            if metric in entry:
-                lines.append(
-                    f"| {entry.get('protocol')} ({entry.get('settings', '')}) | {entry.get('dataset')} | "
-                    f"{metric} | {entry[metric]:.4f} |"
-                )
+        return "Not evaluated yet: run `ssl-hf evaluate EXPORT --update_card` (or export again with `--results`)."
+    lines = ["| backbone | protocol | dataset | top-1 | top-5 |", "|---|---|---|---|---|"]
+    lines.extend(
+        f"| {e.get('backbone', 'pretrained')} | {e.get('protocol')} ({e.get('settings', '')}) | {e.get('dataset')} "
+        f"| {100 * e['top1']:.2f} % | {100 * e['top5']:.2f} % |"
+        for e in results.get("results", [results])
+        if "top1" in e and "top5" in e
+    )
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from .builtin import PIXELS_COLUMN, builtin_image_size, is_builtin, load_builtin
 logger = logging.getLogger(__name__)
 
 _IMAGE_COLUMN_NAMES = ("image", "img", "images", "picture", "pixel_values")
+_SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # `save_to_disk` folders
 _FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
 
 
@@ -96,21 +97,27 @@ def load_image_source(
             f"Image column '{column}' not found in {name_or_path}; columns are {list(features)}. "
             "Pass the right one with --image_column."
         )
-    if features is not None and PIXELS_COLUMN == column and builtin_image_size(ds):
+    if features is not None and column == PIXELS_COLUMN and builtin_image_size(ds):
         return ImageSource(ds, column, builtin_image_size(ds))
     if features is not None and isinstance(features[column], datasets.Image):
         # decode ourselves so that one corrupt file is skipped instead of killing the run
         ds = ds.cast_column(column, datasets.Image(decode=False))
     if not streaming and len(ds) == 0:
-        raise ValueError(f"Split '{split}' of {name_or_path} is empty: there is nothing to train or evaluate on.")
+        raise ValueError(_empty(split, name_or_path))
     return ImageSource(ds, column)
+
+
+def _empty(split: str, name_or_path: str) -> str:
+    return f"Split '{split}' of {name_or_path} is empty: there is nothing to train or evaluate on."
 
 
 def _load(name_or_path: str, split: str, config_name: str | None, streaming: bool, cache_dir: str | None):
     path = Path(name_or_path)
     try:
-        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        if path.is_dir() and any((path / f).exists() for f in _SAVED_MARKERS):
             loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict) and split not in loaded:
+                raise ValueError(f"Unknown split '{split}'; the saved dataset has splits {list(loaded)}")
             ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
             return ds.to_iterable_dataset() if streaming else ds
         if path.is_dir():
@@ -121,10 +128,18 @@ def _load(name_or_path: str, split: str, config_name: str | None, streaming: boo
         if suffix in _FILE_BUILDERS:
             files = name_or_path.split(",")
             return datasets.load_dataset(
-                _FILE_BUILDERS[suffix], data_files={split: files}, split=split, streaming=streaming, cache_dir=cache_dir
+                _FILE_BUILDERS[suffix],
+                data_files={split: files},
+                split=split,
+                streaming=streaming,
+                cache_dir=cache_dir,
             )
         return datasets.load_dataset(name_or_path, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
+    except IndexError as err:  # `load_from_disk` cannot reopen a dataset saved with 0 rows (0 shards)
+        raise ValueError(_empty(split, name_or_path)) from err
     except (FileNotFoundError, ValueError, ConnectionError) as err:
+        if "corresponds to no data" in str(err):  # `load_dataset` on files with 0 rows
+            raise ValueError(_empty(split, name_or_path)) from err
         offline = " (the Hub is unreachable or HF_HUB_OFFLINE is set)" if "offline" in str(err).lower() else ""
         raise ValueError(
             f"Could not load dataset '{name_or_path}' split '{split}'{offline}: {err}. Give a built-in name "
@@ -141,9 +156,7 @@ def _find_image_column(features: datasets.Features | None, name: str) -> str:
     for candidate in (*_IMAGE_COLUMN_NAMES, PIXELS_COLUMN):
         if candidate in features:
             return candidate
-    raise ValueError(
-        f"No image column found in {name}: columns are {list(features)}. Name it with --image_column."
-    )
+    raise ValueError(f"No image column found in {name}: columns are {list(features)}. Name it with --image_column.")
 
 
 def decode_image(value) -> Tensor | None:
@@ -164,9 +177,10 @@ def decode_image(value) -> Tensor | None:
                 data, path = None, os.fspath(value)
             image = Image.open(io.BytesIO(data) if data is not None else path)
         image.load()
-        return torch.from_numpy(np.asarray(to_rgb(image))).permute(2, 0, 1).contiguous()
+        # one copy, to a writable CHW array (torch warns on read-only PIL buffers)
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(to_rgb(image)).transpose(2, 0, 1)))
     except (OSError, ValueError, SyntaxError, TypeError) as err:
-        where = value.get("path") if isinstance(value, dict) else None
+        where = value.get("path") if isinstance(value, dict) else value if isinstance(value, str | Path) else None
         logger.warning("Skipping unreadable image %s: %s", where or "<bytes>", err)
         return None
 
@@ -183,4 +197,3 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
     return image.convert("RGB") if image.mode != "RGB" else image
-

@@ -6,6 +6,7 @@ augmentations do not depend on batch size, process count, prefetching or where a
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -40,33 +41,42 @@ def random_resized_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resized_crops(images: Sequence[Tensor], boxes: Sequence[tuple], flips: Sequence[bool], size: int) -> Tensor:
-    """Crops each image to its box, resizes to `size` x `size` (bicubic) and flips; returns `(B, 3, S, S)` in [0, 1].
+@lru_cache(maxsize=1024)
+def _resize_matrix(length: int, size: int) -> Tensor:
+    """`(size, length)` matrix `M` such that `M @ v` is `F.interpolate(v, size, bicubic, antialias=True)` of a 1-D `v`.
 
-    Same-size inputs at most 2x larger than the output go through one batched `grid_sample`; other inputs are
-    resized one by one with antialiasing.
+    Bicubic resizing is linear and separable, so resizing the identity gives its matrix.
     """
-    same_size = len({tuple(im.shape) for im in images}) == 1
-    H, W = images[0].shape[-2:]
-    if same_size and max(H, W) <= 2 * size:
-        batch = torch.stack(list(images)).float().div_(255)
-        box = torch.tensor(boxes, dtype=torch.float32)  # (B, 4): top, left, h, w
-        sign = 1.0 - 2.0 * torch.tensor(flips, dtype=torch.float32)
-        theta = torch.zeros(len(images), 2, 3)
-        theta[:, 0, 0] = box[:, 3] / W * sign
-        theta[:, 0, 2] = (2 * box[:, 1] + box[:, 3]) / W - 1
-        theta[:, 1, 1] = box[:, 2] / H
-        theta[:, 1, 2] = (2 * box[:, 0] + box[:, 2]) / H - 1
-        grid = F.affine_grid(theta, [len(images), 3, size, size], align_corners=False)
-        out = F.grid_sample(batch, grid, mode="bicubic", padding_mode="border", align_corners=False)
-        return out.clamp_(0, 1)
-    crops = []
-    for image, (top, left, h, w), flip in zip(images, boxes, flips):
-        crop = image[None, :, top : top + h, left : left + w].float().div_(255)
-        if (h, w) != (size, size):
-            crop = F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-        crops.append(crop.flip(-1) if flip else crop)
-    return torch.cat(crops).clamp_(0, 1)
+    eye = torch.eye(length).view(length, 1, 1, length)
+    resized = F.interpolate(eye, size=(1, size), mode="bicubic", antialias=True, align_corners=False)
+    return resized.view(length, size).T.contiguous()
+
+
+def resized_crops(images: Sequence[Tensor], boxes: Sequence[tuple], flips: Sequence[bool], size: int) -> Tensor:
+    """Crops each image to its box, resizes to `size` x `size` (bicubic, antialiased) and flips.
+
+    Equivalent to `F.interpolate(crop, (size, size), mode="bicubic", antialias=True)` on each crop (border pixels
+    clamped inside the box, as torchvision), computed as one batched `Wy @ image @ Wx^T` per image shape with cached
+    row/column resize matrices. A sample's view depends on its own image and box only.
+
+    Returns:
+        `(B, 3, S, S)` in [0, 1].
+    """
+    out = torch.empty(len(images), 3, size, size)
+    by_shape: dict[tuple, list[int]] = {}
+    for k, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape), []).append(k)
+    for shape, ks in by_shape.items():
+        H, W = shape[-2:]
+        rows, cols = torch.zeros(len(ks), 1, size, H), torch.zeros(len(ks), 1, size, W)
+        for i, k in enumerate(ks):
+            top, left, h, w = boxes[k]
+            rows[i, 0, :, top : top + h] = _resize_matrix(h, size)
+            col = _resize_matrix(w, size)
+            cols[i, 0, :, left : left + w] = col.flip(0) if flips[k] else col  # flipped output = reversed columns
+        batch = torch.stack([images[k] for k in ks]).float().div_(255)  # (b, 3, H, W)
+        out[ks] = rows @ batch @ cols.transpose(-1, -2)
+    return out.clamp_(0, 1)
 
 
 def normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

@@ -2,6 +2,9 @@
 
 import time
 
+import datasets
+import pyarrow.compute as pc
+
 from ..data.datasets import load_image_source
 from .features import extract_features, load_backbone
 from .knn import knn_accuracy, knn_predict
@@ -29,15 +32,11 @@ def evaluate_knn(
     """
     start = time.perf_counter()
     model, view = load_backbone(model_path, random_init=random_init, seed=seed)
-    kwargs = {"image_column": image_column, "builtin_size": view.image_size}
+    kwargs = {"image_column": image_column}  # built-in sets at native size; the eval view resizes
     train = load_image_source(dataset, train_split, **kwargs)
     test = load_image_source(dataset, test_split, **kwargs)
     for source, split in ((train, train_split), (test, test_split)):
-        if label_column not in source.dataset.column_names:
-            raise ValueError(
-                f"Split '{split}' of {dataset} has no label column '{label_column}' (columns: "
-                f"{source.dataset.column_names}). Name it with --label_column."
-            )
+        _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
     train_f, train_y = extract_features(model, train, view, label_column, pool, batch_size, desc="train features")
     test_f, test_y = extract_features(model, test, view, label_column, pool, batch_size, desc="test features")
     metrics = knn_accuracy(train_f, train_y, test_f, test_y, k, temperature)
@@ -56,3 +55,24 @@ def evaluate_knn(
         "num_test": len(test_y),
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def _check_labels(ds: datasets.Dataset, label_column: str, where: str) -> None:
+    """Raises a `ValueError` naming `--label_column` unless the column holds one class id >= 0 per image."""
+    if label_column not in ds.column_names:
+        raise ValueError(
+            f"{where} has no label column '{label_column}' (columns: {ds.column_names}). Name it with --label_column."
+        )
+    feature = ds.features[label_column]
+    integer = isinstance(feature, datasets.ClassLabel) or (
+        isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint"))
+    )
+    column = ds.data.column(label_column)
+    # e.g. an imagefolder without class sub-folders gets a ClassLabel column of nulls; unlabelled splits use -1
+    missing = integer and (column.null_count > 0 or (len(column) > 0 and pc.min(column).as_py() < 0))
+    if not integer or missing:
+        problem = "missing (null or -1) labels" if integer else f"values of type {feature}"
+        raise ValueError(
+            f"{where}: column '{label_column}' must hold one integer class id per image, found {problem}. "
+            "Name the class column with --label_column."
+        )

@@ -17,7 +17,9 @@ from ..data.views import IMAGENET_MEAN, IMAGENET_STD, EvalView
 Pooling = Literal["cls", "mean"]
 
 
-def load_backbone(path: str | os.PathLike, random_init: bool = False, seed: int = 0) -> tuple[PreTrainedModel, EvalView]:
+def load_backbone(
+    path: str | os.PathLike, random_init: bool = False, seed: int = 0
+) -> tuple[PreTrainedModel, EvalView]:
     """Loads an exported backbone and its evaluation view (size and normalisation from `preprocessor_config.json`).
 
     Args:
@@ -27,10 +29,21 @@ def load_backbone(path: str | os.PathLike, random_init: bool = False, seed: int 
     """
     local = Path(path)
     if not local.exists() and (local.is_absolute() or str(path).startswith(".") or str(path).count("/") > 1):
-        raise FileNotFoundError(f"No exported model at {path}: run `ssl-hf export RUN/final --output_dir {path}` first.")
+        raise FileNotFoundError(
+            f"No exported model at {path}: run `ssl-hf export RUN/final --output_dir {path}` first."
+        )
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:  # e.g. `runs/export` (one slash) mistyped: tried as a Hub id
+        if local.exists():
+            raise
+        raise FileNotFoundError(
+            f"No exported model at {path} (no such folder, and not loadable as a Hub id: {err}). "
+            f"Run `ssl-hf export RUN/final --output_dir {path}` first."
+        ) from err
     if random_init:
         torch.manual_seed(seed)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+        model = AutoModel.from_config(config)
     else:
         model = AutoModel.from_pretrained(path)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -66,9 +79,11 @@ def extract_features(
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False):
         images, rows = source.read(slice(start, start + batch_size), [label_column] if label_column else [])
         keep = [i for i, im in enumerate(images) if im is not None]
+        if not keep:  # every image of this batch was unreadable
+            continue
         pixels = view([images[i] for i in keep])["pixel_values"].to(device)
         hidden = model(pixel_values=pixels).last_hidden_state
         features.append((hidden[:, 0] if pool == "cls" else hidden[:, 1:].mean(1)).float().cpu())
         if label_column is not None:
-            labels.append(torch.as_tensor(rows[label_column])[keep])
+            labels.append(torch.as_tensor(rows[label_column].copy())[keep])  # arrow buffers are read-only
     return torch.cat(features), (torch.cat(labels) if labels else None)

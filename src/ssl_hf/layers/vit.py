@@ -42,7 +42,7 @@ def encode_visible(
     if interpolate_pos_encoding:
         pos = emb.interpolate_pos_encoding(torch.cat([emb.cls_token.expand(B, -1, -1), patch_tokens], 1), H, W)
     else:
-        if (H, W) != tuple(emb.image_size):
+        if tuple(emb.image_size) != (H, W):
             raise ValueError(
                 f"Input images are {H}x{W} but the backbone was built for {emb.image_size[0]}x{emb.image_size[1]}; "
                 "resize the images or pass interpolate_pos_encoding=True."

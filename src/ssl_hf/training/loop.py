@@ -1,5 +1,8 @@
-"""The Accelerate pre-training loop shared by every method (D4). It knows no method: it reads `output.loss`,
-calls `post_optimizer_step`, and saves/restores everything needed to continue a run exactly."""
+"""The Accelerate pre-training loop shared by every method (D4).
+
+It knows no method: it reads `output.loss`, calls `post_optimizer_step`, and saves/restores everything needed to
+continue a run exactly.
+"""
 
 import json
 import logging
@@ -138,10 +141,10 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
                 accelerator.log(record, step=state["step"])
             progress.update(1)
             progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-            window, window_images, window_start = [], 0, time.perf_counter()
             _set_lr(optimizer, lr_at(state["step"]))
             if state["step"] % args.save_steps == 0 or state["step"] == args.max_steps:
                 save_checkpoint(accelerator, out, state, args.save_total_limit)
+            window, window_images, window_start = [], 0, time.perf_counter()
             if state["step"] >= args.max_steps:
                 break
         else:
@@ -172,8 +175,7 @@ def _build_loader(spec: MethodSpec, model_config, args: TrainingArguments, accel
         config_name=args.dataset_config,
         image_column=args.image_column,
         streaming=args.streaming,
-        builtin_size=model_config.backbone_config.image_size,
-    )
+    )  # built-in sets stay at their native 32 px: the view resizes to the model's input size
     if args.streaming:
         dataset = StreamingViews(
             source, views, args.batch_size, args.seed, accelerator.process_index, accelerator.num_processes

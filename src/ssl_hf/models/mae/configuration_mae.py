@@ -1,7 +1,7 @@
 """MAE configuration."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig, ViTMAEConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from ...backbones import check_patch_grid
@@ -23,7 +23,9 @@ class MAEConfig(PreTrainedConfig):
 
     model_type = "ssl_mae"
     sub_configs_defaults = {
-        "backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="vit", init_kwargs={"layer_norm_eps": 1e-6})
+        "backbone_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="vit", init_kwargs={"layer_norm_eps": 1e-6}
+        )
     }
 
     backbone_config: dict | PreTrainedConfig | None = None
@@ -45,7 +47,9 @@ class MAEConfig(PreTrainedConfig):
                 f"decoder_num_attention_heads={self.decoder_num_attention_heads}"
             )
         if self.decoder_hidden_size % 4:
-            raise ValueError(f"decoder_hidden_size must be divisible by 4 (sin-cos table), got {self.decoder_hidden_size}")
+            raise ValueError(
+                f"decoder_hidden_size must be divisible by 4 (sin-cos table), got {self.decoder_hidden_size}"
+            )
 
     def validate_backbone(self):
         bb = self.backbone_config
@@ -54,3 +58,29 @@ class MAEConfig(PreTrainedConfig):
         check_patch_grid(bb.image_size, bb.patch_size)
         if bb.hidden_size % 4:
             raise ValueError(f"hidden_size must be divisible by 4 (sin-cos table), got {bb.hidden_size}")
+
+    def to_vit_mae_config(self) -> ViTMAEConfig:
+        """The equivalent `transformers.ViTMAEConfig`.
+
+        `ViTMAEForPreTraining` with it computes the same loss from the same weights (encoder keys `backbone.*` ->
+        `vit.*`, decoder keys unchanged).
+        """
+        bb = self.backbone_config
+        return ViTMAEConfig(
+            hidden_size=bb.hidden_size,
+            num_hidden_layers=bb.num_hidden_layers,
+            num_attention_heads=bb.num_attention_heads,
+            intermediate_size=bb.intermediate_size,
+            hidden_act=bb.hidden_act,
+            layer_norm_eps=bb.layer_norm_eps,
+            qkv_bias=bb.qkv_bias,
+            image_size=bb.image_size,
+            patch_size=bb.patch_size,
+            num_channels=bb.num_channels,
+            decoder_hidden_size=self.decoder_hidden_size,
+            decoder_num_hidden_layers=self.decoder_num_hidden_layers,
+            decoder_num_attention_heads=self.decoder_num_attention_heads,
+            decoder_intermediate_size=self.decoder_intermediate_size,
+            mask_ratio=self.mask_ratio,
+            norm_pix_loss=self.norm_pix_loss,
+        )

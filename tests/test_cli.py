@@ -1,0 +1,232 @@
+"""`ssl-hf pretrain | export | evaluate` called in-process through `ssl_hf.cli.main`."""
+
+import json
+from pathlib import Path
+
+import datasets
+import huggingface_hub.constants
+import numpy as np
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+from PIL import Image
+
+import ssl_hf.training
+from ssl_hf.cli import main
+
+
+TINY_MODEL = {
+    "backbone": "vit-tiny",
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "decoder_hidden_size": 16,
+    "decoder_num_hidden_layers": 1,
+    "decoder_num_attention_heads": 2,
+    "decoder_intermediate_size": 24,
+    "mask_ratio": 0.5,
+}
+
+
+def _exit_code(argv) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+def _write_yaml(path: Path, model=None, data=None, training=None) -> str:
+    sections = {
+        "model": {**TINY_MODEL, **(model or {})},
+        "data": {"dataset": "digit-scenes", **(data or {})},
+        "training": {"batch_size": 8, "max_steps": 50, **(training or {})},
+    }
+    path.write_text(yaml.safe_dump(sections))
+    return str(path)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Replaces the training loop: records what the CLI would train (and keeps a parse bug from starting a run)."""
+    calls = []
+
+    def fake_pretrain(spec, config, args):
+        calls.append((spec, config, args))
+        return Path(args.output_dir) / "final"
+
+    monkeypatch.setattr(ssl_hf.training, "pretrain", fake_pretrain)
+    return calls
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(tmp_path, monkeypatch):
+    """Keeps the imagefolder builds of these tests out of the user's ~/.cache/huggingface/datasets."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets")
+
+
+def _write_squares(root: Path) -> Path:
+    """Labelled imagefolder: 5 near-black and 5 near-white 32x32 PNGs per class and split."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name, level in (("black", 12), ("white", 243)):
+            (root / split / name).mkdir(parents=True)
+            for i in range(5):
+                pixels = np.clip(level + rng.integers(-12, 13, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+# ------------------------------------------------------------------------------------------- argument errors
+
+
+def test_typo_suggests_the_option(no_training, capsys):
+    assert _exit_code(["pretrain", "--masc_ratio", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option --masc_ratio" in err
+    assert "--mask_ratio" in err
+    assert not no_training
+
+
+def test_patch_size_must_divide_image_size(no_training, capsys):
+    assert _exit_code(["pretrain", "--backbone", "vit-tiny", "--image_size", "32", "--patch_size", "5"]) == 2
+    assert "does not divide" in capsys.readouterr().err
+    assert not no_training
+
+
+def test_unknown_method_lists_the_methods(no_training, capsys):
+    assert _exit_code(["pretrain", "--method", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err
+    assert "mae" in err
+    assert not no_training
+
+
+def test_mask_ratio_out_of_range(no_training, capsys):
+    assert _exit_code(["pretrain", "--mask_ratio", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "mask_ratio" in err
+    assert "1.5" in err
+    assert not no_training
+
+
+def test_unknown_yaml_key_is_named(no_training, tmp_path, capsys):
+    config = _write_yaml(tmp_path / "run.yaml", model={"mask_ration": 0.5})
+    assert _exit_code(["pretrain", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert "mask_ration" in err
+    assert "--mask_ratio" in err  # the suggestion
+    assert not no_training
+
+
+def test_unknown_command(capsys):
+    assert _exit_code(["bogus"]) == 2
+    out = capsys.readouterr().out
+    assert "unknown command 'bogus'" in out
+    assert "pretrain" in out
+
+
+def test_no_command_is_an_error_and_help_is_not(capsys):
+    assert _exit_code([]) == 2
+    assert _exit_code(["--help"]) == 0
+    assert "ssl-hf {pretrain,export,evaluate}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- value parsing
+
+
+def test_command_line_wins_over_yaml(no_training, tmp_path):
+    config = _write_yaml(tmp_path / "run.yaml", training={"learning_rate": 0.01, "warmup_steps": 3})
+    flags = ["--max_steps", "2", "--learning_rate", "1e-3", "--norm_pix_loss", "false", "--max_grad_norm", "1"]
+    main(["pretrain", "--config", config, *flags, "--output_dir", str(tmp_path / "run")])
+    (spec, config_obj, args) = no_training[0]
+    assert spec.name == "mae"
+    assert args.max_steps == 2  # command line over the file's 50
+    assert args.batch_size == 8  # from the file
+    assert args.warmup_steps == 3
+    assert args.dataset == "digit-scenes"  # `data` section
+    assert isinstance(args.learning_rate, float)
+    assert args.learning_rate == 1e-3
+    assert args.max_grad_norm == 1.0
+    assert args.output_dir == str(tmp_path / "run")
+    assert config_obj.mask_ratio == 0.5
+    assert config_obj.norm_pix_loss is False
+    assert config_obj.decoder_hidden_size == 16
+    bb = config_obj.backbone_config
+    assert (bb.hidden_size, bb.num_hidden_layers, bb.intermediate_size) == (32, 1, 37)
+    assert (bb.image_size, bb.patch_size) == (32, 8)
+
+
+def test_yaml_scientific_notation_is_a_float(no_training, tmp_path):
+    config = _write_yaml(tmp_path / "run.yaml", training={"learning_rate": "1e-3"})
+    assert "learning_rate: 1e-3" in Path(config).read_text()  # unquoted in the file
+    main(["pretrain", "--config", config, "--output_dir", str(tmp_path / "run")])
+    args = no_training[0][2]
+    assert isinstance(args.learning_rate, float)
+
+
+def test_non_numeric_value_is_rejected(no_training, capsys):
+    assert _exit_code(["pretrain", "--learning_rate", "abc"]) == 2
+    assert not no_training
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+def test_pretrain_export_evaluate(tmp_path, capsys):
+    run = tmp_path / "run"
+    config = _write_yaml(tmp_path / "run.yaml", training={"learning_rate": 0.01})
+    main(["pretrain", "--config", config, "--max_steps", "2", "--learning_rate", "1e-3", "--output_dir", str(run)])
+    assert "Pre-training finished" in capsys.readouterr().out
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    record = json.loads((run / "args.json").read_text())
+    assert record["training"]["max_steps"] == 2
+    assert record["training"]["batch_size"] == 8
+    assert record["training"]["learning_rate"] == 1e-3
+    assert record["derived"]["peak_learning_rate"] == 1e-3
+    assert record["model_config"]["mask_ratio"] == 0.5
+    assert record["model_config"]["backbone_config"]["hidden_size"] == 32
+    assert (run / "final" / "config.json").is_file()
+
+    export = tmp_path / "export"
+    main(["export", str(run / "final"), "--output_dir", str(export)])
+    assert json.loads((export / "config.json").read_text())["model_type"] == "vit"
+    assert json.loads((export / "training_args.json").read_text())["training"]["max_steps"] == 2
+    assert "digit-scenes (split train)" in (export / "README.md").read_text()
+
+    # a run's width-37 MLP cannot be a Dinov2Model: a clean usage error, not a traceback
+    capsys.readouterr()
+    assert _exit_code(["export", str(run / "final"), "--output_dir", str(tmp_path / "d"), "--format", "dinov2"]) == 2
+    assert "multiple of hidden_size" in capsys.readouterr().err
+
+    squares = _write_squares(tmp_path / "squares")
+    out = tmp_path / "eval" / "knn.json"
+    main(["evaluate", str(export), "--dataset", str(squares), "--output", str(out), "--k", "5", "--update_card"])
+    report = json.loads(out.read_text())
+    assert report["dataset"] == str(squares)
+    (result,) = report["results"]
+    assert result["backbone"] == "pretrained"
+    assert result["num_train"] == result["num_test"] == 10
+    assert result["top1"] == 1.0
+    assert "k-NN on" in capsys.readouterr().out
+    card = ModelCard.load(export / "README.md")
+    assert "| knn (k=5, T=0.07, cls features) |" in card.text
+    assert "mae" in card.data.tags
+
+
+def test_export_without_config_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _exit_code(["export", str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out")]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_evaluate_missing_export_exits_2(tmp_path, capsys, monkeypatch):
+    assert _exit_code(["evaluate", str(tmp_path / "no_export"), "--dataset", "digits"]) == 2
+    assert "ssl-hf export" in capsys.readouterr().err
+    # conftest's HF_HUB_OFFLINE comes after huggingface_hub read it at import: make the Hub lookup fail fast
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    assert _exit_code(["evaluate", "runs/export", "--dataset", "digits"]) == 2  # relative: not a Hub traceback
+    assert "No exported model at runs/export" in capsys.readouterr().err

@@ -1,0 +1,198 @@
+"""The Accelerate loop: outputs, exact resume, atomic checkpoints, bad-input errors."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_mae_config
+
+from ssl_hf import get_method
+from ssl_hf.training import NonFiniteLossError, TrainingArguments, pretrain
+from ssl_hf.training import loop as loop_module
+from ssl_hf.training.loop import find_latest_checkpoint
+
+
+def _args(tmp_path, name="run", **overrides):
+    fields = dict(
+        dataset="digit-scenes",
+        output_dir=str(tmp_path / name),
+        max_steps=6,
+        batch_size=8,
+        save_steps=3,
+        learning_rate=1e-3,
+        warmup_steps=2,
+        seed=0,
+    )
+    fields.update(overrides)
+    return TrainingArguments(**fields)
+
+
+def _losses(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+def test_run_writes_metrics_checkpoints_final_and_args(tmp_path):
+    final = pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path))
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "lr", "images_seen"} <= r.keys() for r in records)
+    assert records[0]["lr"] == pytest.approx(5e-4)  # linear warm-up: (0 + 1) / 2 * peak
+    assert records[-1]["images_seen"] == 48
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_3", "step_6"]
+    assert (final / "model.safetensors").is_file()
+    assert (final / "config.json").is_file()
+    saved = json.loads((run / "args.json").read_text())
+    assert saved["method"] == "mae"
+    assert saved["derived"]["global_batch_size"] == 8
+    assert saved["model_config"]["backbone_config"]["patch_size"] == 8
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    spec, config = get_method("mae"), tiny_mae_config()
+    pretrain(spec, config, _args(tmp_path, "full"))
+
+    real_save = loop_module.save_checkpoint
+
+    def save_then_die(accelerator, out, state, keep):
+        path = real_save(accelerator, out, state, keep)
+        if state["step"] == 3:
+            raise KeyboardInterrupt("simulated kill after step 3")
+        return path
+
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(spec, config, _args(tmp_path, "resumed"))
+    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    assert sorted(_losses(tmp_path / "resumed")) == [1, 2, 3]
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    pretrain(spec, config, _args(tmp_path, "resumed", resume_from_checkpoint="latest"))
+    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in (4, 5, 6):
+        assert abs(full[step] - resumed[step]) <= 1e-6, (step, full[step], resumed[step])
+
+
+def test_resume_crosses_an_epoch_boundary_exactly(tmp_path, monkeypatch):
+    """20 images at batch 8 (drop_last) make 2 steps per epoch: the kill after step 4 lands on an epoch edge."""
+    import datasets
+
+    from ssl_hf.data import load_builtin
+
+    small = load_builtin("digit-scenes").select(range(20))
+    folder = tmp_path / "small"
+    small.save_to_disk(str(folder))
+    spec, config = get_method("mae"), tiny_mae_config()
+    kwargs = dict(dataset=str(folder), save_steps=2)
+    pretrain(spec, config, _args(tmp_path, "full", **kwargs))
+    assert datasets.load_from_disk(str(folder)).num_rows == 20
+
+    real_save = loop_module.save_checkpoint
+
+    def save_then_die(accelerator, out, state, keep):
+        path = real_save(accelerator, out, state, keep)
+        if state["step"] == 4:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(spec, config, _args(tmp_path, "resumed", **kwargs))
+    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    pretrain(spec, config, _args(tmp_path, "resumed", resume_from_checkpoint="latest", **kwargs))
+    full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
+    assert max(abs(full[s] - resumed[s]) for s in (5, 6)) <= 1e-6
+
+
+def test_kill_during_checkpoint_keeps_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    real_save_state = Accelerator.save_state
+
+    def partial_save(self, output_dir=None, **kwargs):
+        if output_dir.endswith("step_6"):
+            (loop_module.Path(output_dir) / "model.safetensors").write_bytes(b"half a file")
+            raise KeyboardInterrupt("killed mid-checkpoint")
+        return real_save_state(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", partial_save)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path))
+    monkeypatch.setattr(Accelerator, "save_state", real_save_state)
+    run = tmp_path / "run"
+    assert find_latest_checkpoint(run).name == "step_3"
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    final = pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, resume_from_checkpoint="latest"))
+    assert (final / "model.safetensors").is_file()
+    assert find_latest_checkpoint(run).name == "step_6"
+    assert not list((run / "checkpoints").glob(".tmp*"))
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    from ssl_hf.models.mae.modeling_mae import MAEForPreTraining
+
+    real_forward = MAEForPreTraining.forward
+    calls = {"n": 0}
+
+    def nan_on_fifth(self, *args, **kwargs):
+        out = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MAEForPreTraining, "forward", nan_on_fifth)
+    with pytest.raises(NonFiniteLossError, match=r"step 5.*last good checkpoint is .*step_3.*resume_from_checkpoint"):
+        pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path))
+    assert find_latest_checkpoint(tmp_path / "run").name == "step_3"
+
+
+def test_existing_run_without_resume_is_refused(tmp_path):
+    pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, max_steps=3))
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    with pytest.raises(ValueError, match="resume_from_checkpoint latest"):
+        pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, max_steps=3))
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
+    pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, max_steps=2, gradient_accumulation_steps=2))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert records[-1]["images_seen"] == 32
+    saved = json.loads((tmp_path / "run" / "args.json").read_text())
+    assert saved["derived"]["global_batch_size"] == 16
+
+
+def test_bf16_mixed_precision_trains(tmp_path):
+    pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, max_steps=2, mixed_precision="bf16"))
+    losses = _losses(tmp_path / "run")
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+def test_fp16_on_cpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="bf16"):
+        pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, mixed_precision="fp16"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"batch_size": 30000}, "fewer than one batch"), ({"max_steps": 0}, "max_steps")],
+)
+def test_bad_training_arguments(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, **overrides))
+
+
+def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="not a complete ssl_hf checkpoint"):
+        pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, resume_from_checkpoint=str(tmp_path)))

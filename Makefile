@@ -36,7 +36,7 @@ test-slow: install
 test-all: test test-slow
 
 bench-speed: install
-	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/speed.py && $(PY) benchmarks/report.py
 
 style: install
 	$(VENV)/bin/ruff format $(CHECK_DIRS) && $(VENV)/bin/ruff check --fix $(CHECK_DIRS)

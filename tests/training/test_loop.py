@@ -196,3 +196,15 @@ def test_bad_training_arguments(tmp_path, overrides, message):
 def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="not a complete ssl_hf checkpoint"):
         pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, resume_from_checkpoint=str(tmp_path)))
+
+
+def test_worker_processes_give_the_same_run(tmp_path):
+    """DataLoader workers decode and augment with the same per-sample seeds as the main process."""
+    spec, config = get_method("mae"), tiny_mae_config()
+    pretrain(spec, config, _args(tmp_path, "main", max_steps=2))
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    pretrain(spec, config, _args(tmp_path, "workers", max_steps=2, num_workers=1))
+    main, workers = _losses(tmp_path / "main"), _losses(tmp_path / "workers")
+    assert main == workers

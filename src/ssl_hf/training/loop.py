@@ -194,8 +194,7 @@ def _build_loader(spec: MethodSpec, model_config, args: TrainingArguments, accel
         shuffle=True,
         drop_last=True,
         collate_fn=_collate,
-        num_workers=args.num_workers,
-        persistent_workers=args.num_workers > 0,
+        num_workers=args.num_workers,  # workers are re-created each epoch, so they see the new augmentation epoch
     )
     return loader, dataset
 

@@ -27,6 +27,20 @@ def _args(tmp_path, name="run", **overrides):
     return TrainingArguments(**fields)
 
 
+def _count_forwards(monkeypatch):
+    """Counts training forward passes (to prove a resumed run did not silently start over)."""
+    from ssl_hf.models.mae.modeling_mae import MAEForPreTraining
+
+    real, calls = MAEForPreTraining.forward, []
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MAEForPreTraining, "forward", counting)
+    return calls
+
+
 def _losses(run_dir):
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return {r["step"]: r["loss"] for r in map(json.loads, lines)}
@@ -69,7 +83,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(True)
+    forwards = _count_forwards(monkeypatch)
     pretrain(spec, config, _args(tmp_path, "resumed", resume_from_checkpoint="latest"))
+    assert len(forwards) == 3  # steps 4..6 only
     full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]
     for step in (4, 5, 6):
@@ -105,7 +121,9 @@ def test_resume_crosses_an_epoch_boundary_exactly(tmp_path, monkeypatch):
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(True)
+    forwards = _count_forwards(monkeypatch)
     pretrain(spec, config, _args(tmp_path, "resumed", resume_from_checkpoint="latest", **kwargs))
+    assert len(forwards) == 2  # steps 5 and 6 only
     full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
     assert max(abs(full[s] - resumed[s]) for s in (5, 6)) <= 1e-6
 
@@ -208,3 +226,35 @@ def test_worker_processes_give_the_same_run(tmp_path):
     pretrain(spec, config, _args(tmp_path, "workers", max_steps=2, num_workers=1))
     main, workers = _losses(tmp_path / "main"), _losses(tmp_path / "workers")
     assert main == workers
+
+
+def _image_folder(root, n=24, corrupt=1):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "train").mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(root / "train" / f"{i:03d}.png")
+    for i in range(corrupt):
+        (root / "train" / f"broken_{i}.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def test_corrupt_files_are_skipped_and_counted_in_metrics(tmp_path):
+    folder = _image_folder(tmp_path / "images", n=15, corrupt=1)  # 16 files: 2 batches of 8 per epoch
+    pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, dataset=str(folder), max_steps=2, save_steps=2))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["skipped_images"] == 1
+    assert records[-1]["images_seen"] == 15  # the corrupt file is dropped from its batch, not replaced
+
+
+def test_streaming_parquet_source(tmp_path):
+    from ssl_hf.data import load_builtin
+
+    path = tmp_path / "scenes.parquet"
+    load_builtin("digit-scenes").select(range(64)).to_parquet(str(path))
+    pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, dataset=str(path), streaming=True, max_steps=3))
+    records = _losses(tmp_path / "run")
+    assert sorted(records) == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(v)) for v in records.values())

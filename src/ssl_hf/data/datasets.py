@@ -97,8 +97,9 @@ def load_image_source(
             f"Image column '{column}' not found in {name_or_path}; columns are {list(features)}. "
             "Pass the right one with --image_column."
         )
-    if features is not None and column == PIXELS_COLUMN and builtin_image_size(ds):
-        return ImageSource(ds, column, builtin_image_size(ds))
+    raw_size = _raw_pixels_size(features[column]) if features is not None else None
+    if raw_size:  # a built-in set written to parquet/arrow/disk: fixed-length uint8 RGB pixels
+        return ImageSource(ds, column, raw_size)
     if features is not None and isinstance(features[column], datasets.Image):
         # decode ourselves so that one corrupt file is skipped instead of killing the run
         ds = ds.cast_column(column, datasets.Image(decode=False))
@@ -145,6 +146,16 @@ def _load(name_or_path: str, split: str, config_name: str | None, streaming: boo
             f"Could not load dataset '{name_or_path}' split '{split}'{offline}: {err}. Give a built-in name "
             "(digits, digit-scenes), a Hub id, a folder of images, or parquet/arrow files."
         ) from err
+
+
+def _raw_pixels_size(feature) -> int | None:
+    """Side of square raw RGB images stored as a fixed-length uint8 list (the built-in sets' format), else None."""
+    length = getattr(feature, "length", -1)
+    inner = getattr(feature, "feature", None)
+    if length <= 0 or getattr(inner, "dtype", None) != "uint8":
+        return None
+    side = int(round((length / 3) ** 0.5))
+    return side if 3 * side * side == length else None
 
 
 def _find_image_column(features: datasets.Features | None, name: str) -> str:

@@ -4,6 +4,7 @@ Every image is converted to RGB; files that cannot be decoded are skipped and co
 """
 
 import io
+import math
 import logging
 import os
 from collections.abc import Sequence
@@ -154,7 +155,7 @@ def _raw_pixels_size(feature) -> int | None:
     inner = getattr(feature, "feature", None)
     if length <= 0 or getattr(inner, "dtype", None) != "uint8":
         return None
-    side = int(round((length / 3) ** 0.5))
+    side = math.isqrt(length // 3)
     return side if 3 * side * side == length else None
 
 

@@ -4,8 +4,8 @@ Every image is converted to RGB; files that cannot be decoded are skipped and co
 """
 
 import io
-import math
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field

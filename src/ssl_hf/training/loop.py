@@ -312,7 +312,7 @@ def _resolve_resume(out: Path, value: str | None) -> Path | None:
     if value == "latest":
         latest = find_latest_checkpoint(out)
         if latest is None:
-            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from scratch.", out)
+            logger.info("--resume_from_checkpoint latest: no checkpoint in %s yet, starting a new run.", out)
         return latest
     path = Path(value)
     if not (path / META).is_file():

@@ -43,6 +43,20 @@ def tiny_mae_config(**overrides):
     return MAEConfig(backbone_config=backbone_config("vit-tiny", 32, 8, **backbone), **fields)
 
 
+def tiny_asl_config(**overrides):
+    """The tiny MAE above plus ASL's defaults (AEE branch, L1 alignment on hidden patches)."""
+    from ssl_hf import ASLConfig
+
+    mae = tiny_mae_config()
+    fields = {k: v for k, v in mae.to_dict().items() if k.startswith("decoder_")}
+    fields.update(overrides)
+    return ASLConfig(backbone_config=mae.backbone_config, **fields)
+
+
+# one tiny config per registered method: tests/models/test_common.py runs every method through the same checks
+TINY_CONFIGS = {"mae": tiny_mae_config, "asl": tiny_asl_config}
+
+
 @pytest.fixture
 def tiny_config():
     return tiny_mae_config()

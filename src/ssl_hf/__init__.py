@@ -5,7 +5,8 @@
 """
 
 from .backbones import backbone_config
-from .models import mae
+from .models import asl, mae
+from .models.asl import ASLConfig, ASLForPreTraining, ASLPreTrainingOutput
 from .models.mae import MAEConfig, MAEForPreTraining, MAEPreTrainingOutput
 from .registry import METHODS, MethodSpec, get_method, register_method
 

@@ -83,6 +83,7 @@ def _pretrain(argv: list[str]) -> None:
     head = argparse.ArgumentParser(add_help=False)
     head.add_argument("--method")
     head.add_argument("--config")
+    head.add_argument("--preset")
     first, _ = head.parse_known_args(argv)
     file_values: dict[str, Any] = {}
     if first.config:
@@ -97,6 +98,13 @@ def _pretrain(argv: list[str]) -> None:
     method_name = first.method or file_values.pop("method", None) or "mae"
     file_values.pop("method", None)
     spec = ssl_hf.get_method(method_name)
+    preset_name = first.preset or file_values.pop("preset", None)
+    file_values.pop("preset", None)
+    if preset_name and preset_name not in spec.presets:
+        raise ValueError(
+            f"Unknown preset '{preset_name}' for {method_name}; available: {', '.join(spec.presets) or 'none'}."
+        )
+    file_values = {**spec.presets.get(preset_name, {}), **file_values}  # preset < file < command line
     method_fields, backbone_fields = _method_fields(spec)
 
     parser = argparse.ArgumentParser(
@@ -106,6 +114,7 @@ def _pretrain(argv: list[str]) -> None:
     )
     parser.add_argument("--method", default=method_name, choices=sorted(ssl_hf.METHODS))
     parser.add_argument("--config", help="YAML file of options (command-line flags win).")
+    parser.add_argument("--preset", help=f"Paper settings: {', '.join(spec.presets) or 'none'} (file and flags win).")
     parser.add_argument("--backbone", help=f"Backbone preset: {', '.join(VIT_PRESETS)} (default vit-base).")
     sources = (
         ("training", TRAINING_FIELDS),
@@ -128,7 +137,7 @@ def _pretrain(argv: list[str]) -> None:
             )
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        _fail(parser, unknown, [*seen, "backbone", "method", "config"])
+        _fail(parser, unknown, [*seen, "backbone", "method", "config", "preset"])
     bad_file = [k for k in file_values if k not in seen and k != "backbone"]
     if bad_file:
         _fail(parser, [f"--{k}" for k in bad_file], [*seen, "backbone"])
@@ -138,7 +147,7 @@ def _pretrain(argv: list[str]) -> None:
                 file_values[key] = _parse_value(value, seen[key])
             except argparse.ArgumentTypeError as err:
                 raise ValueError(f"{key} in {first.config}: {err}") from err
-    values = {**file_values, **{k: v for k, v in vars(args).items() if k not in ("method", "config")}}
+    values = {**file_values, **{k: v for k, v in vars(args).items() if k not in ("method", "config", "preset")}}
 
     training = {k: values.pop(k) for k in list(values) if k in TRAINING_FIELDS}
     backbone_name = values.pop("backbone", "vit-base")

@@ -1,9 +1,13 @@
 """What every `<M>PreTrainedModel` shares: the model contract of DESIGN D3."""
 
-from functools import reduce
+from functools import partial, reduce
 
+import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, ViTModel
+
+from .layers.mae_decoder import MAEDecoder
+from .layers.vit import init_mae_style
 
 
 class SSLPreTrainedModel(PreTrainedModel):
@@ -49,3 +53,34 @@ class SSLPreTrainedModel(PreTrainedModel):
     def get_export_backbone(self) -> nn.Module:
         """Returns the encoder that `ssl-hf export` saves."""
         return reduce(getattr, self._export_backbone.split("."), self)
+
+
+class MaskedAutoencoderPreTrainedModel(SSLPreTrainedModel):
+    """Shared plumbing of MAE-style models: a stock `ViTModel` encoder and an `MAEDecoder`, with MAE's initialisation.
+
+    Subclasses call `_build_encoder_decoder(config)`, add their own modules, then `_finish_init()`.
+    """
+
+    _no_split_modules = ["ViTEmbeddings", "ViTLayer"]
+    _fixed_parameters = ("backbone.embeddings.position_embeddings", "decoder.decoder_pos_embed")
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        init_mae_style(module, self.config.backbone_config.initializer_range)
+
+    def _build_encoder_decoder(self, config) -> None:
+        self.backbone = ViTModel(config.backbone_config, add_pooling_layer=False)
+        self.decoder = MAEDecoder(
+            config.backbone_config,
+            config.decoder_hidden_size,
+            config.decoder_num_hidden_layers,
+            config.decoder_num_attention_heads,
+            config.decoder_intermediate_size,
+        )
+
+    def _finish_init(self) -> None:
+        self.post_init()
+        # post_init initialises a nested PreTrainedModel with its own `_init_weights`: apply MAE's init to the encoder
+        # (`transformers.initialization` functions skip tensors loaded from a checkpoint).
+        self.backbone.apply(partial(init_mae_style, initializer_range=self.config.backbone_config.initializer_range))
+        self.freeze_fixed_parameters()

@@ -18,6 +18,8 @@ class MethodSpec:
         views: Name of the views preset in `ssl_hf.data.views`.
         training_defaults: Paper defaults for `TrainingArguments` fields the user did not set
             (e.g. `base_learning_rate`, `weight_decay`, `adam_beta2`).
+        presets: Named paper settings (`--preset NAME`): backbone, config and training fields; anything given in a
+            `--config` file or on the command line wins.
     """
 
     name: str
@@ -25,6 +27,7 @@ class MethodSpec:
     model_class: type[PreTrainedModel]
     views: str
     training_defaults: dict[str, Any] = field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 METHODS: dict[str, MethodSpec] = {}

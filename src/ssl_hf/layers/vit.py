@@ -11,6 +11,7 @@ from transformers import ViTModel
 from transformers import initialization as init
 from transformers.models.vit.modeling_vit import ViTEmbeddings
 
+from .mae_decoder import MAEDecoder
 from .masking import MaskSample, gather_tokens, random_masking
 from .pos_embed import sincos_2d
 
@@ -21,6 +22,7 @@ def encode_visible(
     noise: Tensor | None,
     mask_ratio: float,
     interpolate_pos_encoding: bool = False,
+    patch_dropout: nn.Module | None = None,
 ) -> tuple[Tensor, MaskSample]:
     """Encodes only the visible patches: embeddings -> keep visible tokens -> blocks -> final norm.
 
@@ -32,6 +34,7 @@ def encode_visible(
         noise: `(B, L)` masking scores (lower -> kept); uniform random when None.
         mask_ratio: Fraction of patches to hide.
         interpolate_pos_encoding: Interpolate the position table for inputs of another resolution.
+        patch_dropout: Applied to the patch projections before the position table is added (ASL's DLE).
 
     Returns:
         latent `(B, 1 + L_keep, D)` (cls first, after the final norm) and the `MaskSample`.
@@ -49,6 +52,8 @@ def encode_visible(
             )
         pos = emb.position_embeddings
     L = patch_tokens.shape[1]
+    if patch_dropout is not None:
+        patch_tokens = patch_dropout(patch_tokens)
     patch_tokens = patch_tokens + pos[:, 1:]
     if noise is None:
         noise = torch.rand(B, L, device=pixel_values.device)
@@ -65,7 +70,7 @@ def init_mae_style(module: nn.Module, initializer_range: float = 0.02) -> None:
     """MAE initialisation (`models_mae.py`), applied module by module from `_init_weights`.
 
     xavier-uniform Linear layers and patch projection (viewed as a Linear), zero biases, unit LayerNorms,
-    normal(0.02) cls token, and the fixed 2-D sin-cos position table (cls slot zero).
+    normal(0.02) cls and mask tokens, and fixed 2-D sin-cos position tables (cls slot zero) in encoder and decoder.
     """
     if isinstance(module, nn.Linear):
         init.xavier_uniform_(module.weight)
@@ -84,4 +89,8 @@ def init_mae_style(module: nn.Module, initializer_range: float = 0.02) -> None:
     elif isinstance(module, ViTEmbeddings):
         init.normal_(module.cls_token, std=initializer_range)
         table = module.position_embeddings
+        init.copy_(table, sincos_2d(table.shape[-1], math.isqrt(table.shape[1] - 1)).to(table.dtype))
+    elif isinstance(module, MAEDecoder):
+        init.normal_(module.mask_token, std=initializer_range)
+        table = module.decoder_pos_embed
         init.copy_(table, sincos_2d(table.shape[-1], math.isqrt(table.shape[1] - 1)).to(table.dtype))

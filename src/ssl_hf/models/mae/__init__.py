@@ -16,5 +16,21 @@ register_method(
             "adam_beta2": 0.95,
             "warmup_ratio": 0.05,
         },
+        presets={
+            # He et al. 2022: ViT-B/16 at 224, decoder 512x8, blr 1.5e-4 at global batch 4096
+            "mae-vitb16": {"backbone": "vit-base", "image_size": 224, "patch_size": 16},
+            # the small-scale setting of ASL's CIFAR experiments for its MAE baseline (decoder depth 8 [I])
+            "mae-vits4-cifar": {
+                "backbone": "vit-small",
+                "image_size": 32,
+                "patch_size": 4,
+                "decoder_hidden_size": 384,
+                "decoder_num_attention_heads": 6,
+                "decoder_intermediate_size": 1536,
+                "base_learning_rate": 1e-3,
+                "adam_beta2": 0.999,
+                "warmup_ratio": 10 / 1600,
+            },
+        },
     )
 )

@@ -1,63 +1,20 @@
 """MAE configuration."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import AutoConfig, PreTrainedConfig, ViTMAEConfig
-from transformers.configuration_utils import SubConfigSpec
+from transformers import ViTMAEConfig
 
-from ...backbones import check_patch_grid
+from ...configuration_base import MaskedAutoencoderConfig
 
 
 @strict
-class MAEConfig(PreTrainedConfig):
+class MAEConfig(MaskedAutoencoderConfig):
     """Configuration of `MAEForPreTraining` (He et al., "Masked Autoencoders Are Scalable Vision Learners", 2022).
 
-    Args:
-        backbone_config: The encoder, a `ViTConfig` (dict or config). Default: ViT-B/16 at 224 with LayerNorm eps 1e-6.
-        mask_ratio: Fraction of patches hidden from the encoder.
-        norm_pix_loss: Regress per-patch normalised pixels (MAE's released models use True).
-        decoder_hidden_size: Decoder width.
-        decoder_num_hidden_layers: Decoder depth.
-        decoder_num_attention_heads: Decoder heads.
-        decoder_intermediate_size: Decoder MLP width.
+    Fields (`backbone_config`, `mask_ratio`, `norm_pix_loss`, `decoder_*`) and their checks are those of
+    `MaskedAutoencoderConfig`; the defaults are the paper's ViT-B/16 setting.
     """
 
     model_type = "ssl_mae"
-    sub_configs_defaults = {
-        "backbone_config": SubConfigSpec(
-            config_class=AutoConfig, model_type="vit", init_kwargs={"layer_norm_eps": 1e-6}
-        )
-    }
-
-    backbone_config: dict | PreTrainedConfig | None = None
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = True
-    decoder_hidden_size: int = 512
-    decoder_num_hidden_layers: int = 8
-    decoder_num_attention_heads: int = 16
-    decoder_intermediate_size: int = 2048
-
-    def validate_mask_ratio(self):
-        if not 0 <= self.mask_ratio < 1:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
-
-    def validate_decoder(self):
-        if self.decoder_hidden_size % self.decoder_num_attention_heads:
-            raise ValueError(
-                f"decoder_hidden_size={self.decoder_hidden_size} is not divisible by "
-                f"decoder_num_attention_heads={self.decoder_num_attention_heads}"
-            )
-        if self.decoder_hidden_size % 4:
-            raise ValueError(
-                f"decoder_hidden_size must be divisible by 4 (sin-cos table), got {self.decoder_hidden_size}"
-            )
-
-    def validate_backbone(self):
-        bb = self.backbone_config
-        if getattr(bb, "model_type", "vit") != "vit":
-            raise ValueError(f"MAE needs a ViT backbone_config, got model_type='{bb.model_type}'")
-        check_patch_grid(bb.image_size, bb.patch_size)
-        if bb.hidden_size % 4:
-            raise ValueError(f"hidden_size must be divisible by 4 (sin-cos table), got {bb.hidden_size}")
 
     def to_vit_mae_config(self) -> ViTMAEConfig:
         """The equivalent `transformers.ViTMAEConfig`.

@@ -1,0 +1,68 @@
+"""Config bases shared by several methods: a nested ViT backbone, and MAE-style masking + decoder fields."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .backbones import check_patch_grid
+
+
+@strict
+class SSLViTConfig(PreTrainedConfig):
+    """A method config whose encoder is a stock ViT described by a nested `backbone_config` (DESIGN D1).
+
+    Args:
+        backbone_config: The encoder, a `ViTConfig` (dict or config). Default: ViT-B/16 at 224, LayerNorm eps 1e-6.
+    """
+
+    sub_configs_defaults = {
+        "backbone_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="vit", init_kwargs={"layer_norm_eps": 1e-6}
+        )
+    }
+
+    backbone_config: dict | PreTrainedConfig | None = None
+
+    def validate_backbone(self):
+        bb = self.backbone_config
+        if getattr(bb, "model_type", "vit") != "vit":
+            raise ValueError(f"{type(self).__name__} needs a ViT backbone_config, got model_type='{bb.model_type}'")
+        check_patch_grid(bb.image_size, bb.patch_size)
+        if bb.hidden_size % 4:
+            raise ValueError(f"hidden_size must be divisible by 4 (sin-cos table), got {bb.hidden_size}")
+
+
+@strict
+class MaskedAutoencoderConfig(SSLViTConfig):
+    """Fields of MAE-style masked image modelling, shared by MAE and the methods built on it.
+
+    Args:
+        mask_ratio: Fraction of patches hidden from the encoder.
+        norm_pix_loss: Regress per-patch normalised pixels (MAE's released models use True).
+        decoder_hidden_size: Decoder width.
+        decoder_num_hidden_layers: Decoder depth.
+        decoder_num_attention_heads: Decoder heads.
+        decoder_intermediate_size: Decoder MLP width.
+    """
+
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    decoder_hidden_size: int = 512
+    decoder_num_hidden_layers: int = 8
+    decoder_num_attention_heads: int = 16
+    decoder_intermediate_size: int = 2048
+
+    def validate_mask_ratio(self):
+        if not 0 <= self.mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+
+    def validate_decoder(self):
+        if self.decoder_hidden_size % self.decoder_num_attention_heads:
+            raise ValueError(
+                f"decoder_hidden_size={self.decoder_hidden_size} is not divisible by "
+                f"decoder_num_attention_heads={self.decoder_num_attention_heads}"
+            )
+        if self.decoder_hidden_size % 4:
+            raise ValueError(
+                f"decoder_hidden_size must be divisible by 4 (sin-cos table), got {self.decoder_hidden_size}"
+            )

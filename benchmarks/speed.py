@@ -1,11 +1,15 @@
-"""Training-step throughput of ssl_hf's MAEForPreTraining vs transformers.ViTMAEForPreTraining.
+"""Training-step throughput of ssl_hf methods, each pair measured alternately in one process.
 
-Same config (ViT-S/4 encoder, MAE decoder 512x8, 32x32 images, batch 64), same fused AdamW and parameter groups, same
-masking noise. Steps of the two models alternate in one process (warm-up first, then `--repeats` rounds of `--steps`
-steps each); the median step time of each model gives its throughput and their ratio. fp32 and bf16 autocast.
+Pairs (ViT-S/4 encoder, MAE decoder 512x8, 32x32 images, batch 64, fused AdamW with the same parameter groups, the
+same masking noise):
+  - ssl_hf `MAEForPreTraining` vs `transformers.ViTMAEForPreTraining` (same weights);
+  - `ASLForPreTraining` (AEE, the default) vs `MAEForPreTraining` (ASL paper Tab. 7: ~1.5x FLOPs);
+  - `ASLForPreTraining` (DLE) vs `MAEForPreTraining` (paper: ~2x FLOPs).
+After a warm-up, the two step functions of a pair alternate for `--repeats` rounds of `--steps` steps (who goes first
+alternates too); the median step time of each gives its throughput and the ratio. fp32 and bf16 autocast.
 
-    python benchmarks/speed.py [--batch_size 64] [--repeats 7] [--steps 5] [--threads N]
-Writes benchmarks/results/speed.json.
+    python benchmarks/speed.py [--pairs mae-vs-transformers,asl-aee-vs-mae,asl-dle-vs-mae] [--precisions fp32,bf16]
+Writes benchmarks/results/speed.json (merged with earlier results of other pairs).
 """
 
 import argparse
@@ -20,69 +24,99 @@ import torch
 from transformers import ViTMAEForPreTraining
 
 import ssl_hf
-from ssl_hf import MAEConfig, MAEForPreTraining, backbone_config
+from ssl_hf import ASLConfig, ASLForPreTraining, MAEConfig, MAEForPreTraining, backbone_config
 from ssl_hf.training.optim import build_adamw
 
 
-def build_pair(image_size: int, patch_size: int):
+def _mae(image_size: int, patch_size: int) -> MAEForPreTraining:
     torch.manual_seed(0)
-    ours = MAEForPreTraining(MAEConfig(backbone_config=backbone_config("vit-small", image_size, patch_size)))
-    theirs = ViTMAEForPreTraining(ours.config.to_vit_mae_config())
-    theirs.load_state_dict({k.replace("backbone.", "vit.", 1): v for k, v in ours.state_dict().items()})
-    return ours, theirs
+    return MAEForPreTraining(MAEConfig(backbone_config=backbone_config("vit-small", image_size, patch_size)))
 
 
-def make_step(model, optimizer, precision: str):
+def _asl(image_size: int, patch_size: int, augmentation: str) -> ASLForPreTraining:
+    torch.manual_seed(0)
+    bb = backbone_config("vit-small", image_size, patch_size)
+    return ASLForPreTraining(ASLConfig(backbone_config=bb, feature_augmentation=augmentation))
+
+
+def _transformers_twin(model: MAEForPreTraining) -> ViTMAEForPreTraining:
+    twin = ViTMAEForPreTraining(model.config.to_vit_mae_config())
+    twin.load_state_dict({k.replace("backbone.", "vit.", 1): v for k, v in model.state_dict().items()})
+    return twin
+
+
+PAIRS = {
+    # name: (label_a, build_a, label_b, build_b); the ratio reported is time(b) / time(a) = speed(a) / speed(b)
+    "mae-vs-transformers": ("ssl_hf MAE", None, "transformers ViTMAE", None),
+    "asl-aee-vs-mae": ("MAE", _mae, "ASL (AEE)", lambda s, p: _asl(s, p, "aee")),
+    "asl-dle-vs-mae": ("MAE", _mae, "ASL (DLE)", lambda s, p: _asl(s, p, "dle")),
+}
+
+
+def build(pair: str, image_size: int, patch_size: int):
+    label_a, build_a, label_b, build_b = PAIRS[pair]
+    if pair == "mae-vs-transformers":
+        ours = _mae(image_size, patch_size)
+        return {label_a: ours, label_b: _transformers_twin(ours)}
+    return {label_a: build_a(image_size, patch_size), label_b: build_b(image_size, patch_size)}
+
+
+def make_step(model, precision: str):
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    is_ours = isinstance(model, MAEForPreTraining)
+    optimizer = build_adamw(model, 1e-4, 0.05, (0.9, 0.95), torch.device("cpu"))
+    is_transformers = isinstance(model, ViTMAEForPreTraining)
+    model.train()
 
     def step(pixel_values, noise):
         with autocast:
-            out = model(pixel_values, noise=noise) if is_ours else model(pixel_values=pixel_values, noise=noise)
+            if is_transformers:
+                out = model(pixel_values=pixel_values, noise=noise)
+            else:
+                out = model(pixel_values, noise=noise)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return out.loss.item()
 
     return step
 
 
-def measure(precision: str, args) -> dict:
-    ours, theirs = build_pair(args.image_size, args.patch_size)
-    device = torch.device("cpu")
+def measure(pair: str, precision: str, args) -> dict:
+    models = build(pair, args.image_size, args.patch_size)
     L = (args.image_size // args.patch_size) ** 2
     batches = [
         (torch.randn(args.batch_size, 3, args.image_size, args.image_size), torch.rand(args.batch_size, L))
         for _ in range(4)
     ]
-    steps = {}
-    for name, model in (("ssl_hf", ours), ("transformers", theirs)):
-        model.train()
-        optimizer = build_adamw(model, 1e-4, 0.05, (0.9, 0.95), device)
-        steps[name] = make_step(model, optimizer, precision)
-    for name in steps:  # warm-up (allocator, autocast caches, fused kernels)
+    steps = {name: make_step(model, precision) for name, model in models.items()}
+    for name in steps:  # warm-up: allocator, autocast caches, fused kernels
         for i in range(args.warmup):
             steps[name](*batches[i % len(batches)])
     times = {name: [] for name in steps}
     for r in range(args.repeats):
-        order = list(steps) if r % 2 == 0 else list(reversed(steps))  # alternate who goes first
-        for name in order:
+        for name in list(steps) if r % 2 == 0 else list(reversed(steps)):
             start = time.perf_counter()
             for i in range(args.steps):
                 steps[name](*batches[i % len(batches)])
             times[name].append((time.perf_counter() - start) / args.steps)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    (a, b), medians = list(steps), {name: statistics.median(t) for name, t in times.items()}
+    rounds = [tb / ta for ta, tb in zip(times[a], times[b])]
     return {
+        "pair": pair,
         "precision": precision,
+        "models": [a, b],
         "step_seconds_median": medians,
         "step_seconds_all": times,
         "images_per_second": {name: args.batch_size / t for name, t in medians.items()},
-        "ratio_ssl_hf_over_transformers": medians["transformers"] / medians["ssl_hf"],
+        "ratio": medians[b] / medians[a],
+        "ratio_meaning": f"step time of {b} / step time of {a}",
+        "ratio_rounds": [min(rounds), max(rounds)],
     }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", default=",".join(PAIRS))
+    parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--patch_size", type=int, default=4)
@@ -90,35 +124,41 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    output = Path(args.output)
+    previous = json.loads(output.read_text()).get("results", []) if output.is_file() else []
     results = []
-    for precision in args.precisions.split(","):
-        result = measure(precision, args)
-        results.append(result)
-        ips = result["images_per_second"]
-        print(
-            f"{precision:>5}: ssl_hf {ips['ssl_hf']:.1f} img/s, transformers {ips['transformers']:.1f} img/s, "
-            f"ratio {result['ratio_ssl_hf_over_transformers']:.3f}"
-        )
+    for pair in args.pairs.split(","):
+        if pair not in PAIRS:
+            raise SystemExit(f"unknown pair '{pair}'; choose from {', '.join(PAIRS)}")
+        for precision in args.precisions.split(","):
+            r = measure(pair, precision, args)
+            results.append(r)
+            ips = r["images_per_second"]
+            a, b = r["models"]
+            print(
+                f"{pair} {precision}: {a} {ips[a]:.1f} img/s, {b} {ips[b]:.1f} img/s, {r['ratio_meaning']} = {r['ratio']:.3f}"
+            )
+    done = {(r["pair"], r["precision"]) for r in results}
+    kept = [r for r in previous if "pair" in r and (r["pair"], r["precision"]) not in done]
     import transformers
 
     report = {
-        "benchmark": "MAE training step (forward + backward + fused AdamW), ViT-S/4 + decoder 512x8",
-        "config": {k: v for k, v in vars(args).items() if k != "output"},
+        "benchmark": "training step (forward + backward + fused AdamW), ViT-S/4 encoder + MAE decoder 512x8",
+        "config": {k: v for k, v in vars(args).items() if k not in ("output", "pairs", "precisions")},
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
         "versions": {
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "ssl_hf": ssl_hf.__version__,
         },
-        "results": results,
+        "results": kept + results,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

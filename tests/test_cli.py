@@ -210,10 +210,15 @@ def test_pretrain_export_evaluate(tmp_path, capsys):
     assert result["backbone"] == "pretrained"
     assert result["num_train"] == result["num_test"] == 10
     assert result["top1"] == 1.0
-    assert "k-NN on" in capsys.readouterr().out
+    assert "knn (k=5, T=0.07, cls features)" in capsys.readouterr().out
     card = ModelCard.load(export / "README.md")
     assert "| knn (k=5, T=0.07, cls features) |" in card.text
     assert "mae" in card.data.tags
+
+    main(["evaluate", str(export), "--dataset", str(squares), "--protocol", "all", "--k", "5", "--probe_epochs", "5"])
+    printed = capsys.readouterr().out
+    assert "knn (k=5" in printed
+    assert "linear (BN+linear, SGD 5 ep" in printed
 
 
 def test_export_without_config_exits_2(tmp_path, capsys):

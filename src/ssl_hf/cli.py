@@ -181,12 +181,15 @@ def _export(argv: list[str]) -> None:
 
 
 def _evaluate(argv: list[str]) -> None:
-    from ssl_hf.evaluation import evaluate_knn
+    from ssl_hf.evaluation import PROTOCOLS, evaluate_backbone
 
     parser = argparse.ArgumentParser(prog="ssl-hf evaluate", description="Evaluate an exported backbone.")
     parser.add_argument("model", help="Export folder or Hub id (anything AutoModel.from_pretrained loads).")
     parser.add_argument("--dataset", default="digits", help="Labelled dataset: built-in name, Hub id, folder...")
-    parser.add_argument("--protocol", choices=["knn"], default="knn")
+    parser.add_argument(
+        "--protocol", choices=[*PROTOCOLS, "all"], default="knn", help="knn (DINO), linear (MAE-style probe) or all."
+    )
+    parser.add_argument("--probe_epochs", type=int, default=100, help="Linear-probe epochs on cached features.")
     parser.add_argument("--output", help="Write the results JSON here.")
     parser.add_argument("--train_split", default="train")
     parser.add_argument("--test_split", default="test")
@@ -213,9 +216,11 @@ def _evaluate(argv: list[str]) -> None:
         pool=args.pool,
         batch_size=args.batch_size,
         seed=args.seed,
+        probe_epochs=args.probe_epochs,
+        protocols=PROTOCOLS if args.protocol == "all" else (args.protocol,),
     )
     runs = [args.random_init] + ([True] if args.compare_random_init and not args.random_init else [])
-    results = [evaluate_knn(args.model, args.dataset, random_init=r, **common) for r in runs]
+    results = [res for r in runs for res in evaluate_backbone(args.model, args.dataset, random_init=r, **common)]
     report = {"model": args.model, "dataset": args.dataset, "results": results}
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -224,10 +229,11 @@ def _evaluate(argv: list[str]) -> None:
         from ssl_hf.export import update_card
 
         update_card(args.model, report)
-    print(f"\nk-NN on {args.dataset} ({results[0]['settings']}, {results[0]['num_test']} test images)")
-    print(f"{'backbone':<14}{'top-1':>8}{'top-5':>8}")
+    print(f"\n{args.dataset}: {results[0]['num_test']} test images")
+    print(f"{'backbone':<14}{'protocol':<44}{'top-1':>8}{'top-5':>8}")
     for r in results:
-        print(f"{r['backbone']:<14}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%")
+        name = f"{r['protocol']} ({r['settings']})"
+        print(f"{r['backbone']:<14}{name:<44}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%")
 
 
 COMMANDS = {"pretrain": _pretrain, "export": _export, "evaluate": _evaluate}

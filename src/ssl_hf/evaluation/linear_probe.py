@@ -1,0 +1,77 @@
+"""Linear probe on frozen features, as MAE's `main_linprobe.py`: BatchNorm without affine, then a linear layer."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class LinearProbe(nn.Module):
+    """`BatchNorm1d(D, affine=False, eps=1e-6)` (a parameter-free feature standardisation) + `Linear(D, C)`.
+
+    The linear weight starts at trunc_normal(std=0.01) and the bias at zero (MAE).
+    """
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.head(self.norm(features))
+
+
+def linear_probe_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    epochs: int = 100,
+    batch_size: int = 256,
+    base_lr: float = 0.1,
+    momentum: float = 0.9,
+    warmup_epochs: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Trains `LinearProbe` on cached features with SGD (momentum, no weight decay, cosine schedule with warm-up).
+
+    `lr = base_lr * batch_size / 256`. Features are extracted once, so there is no augmentation during probe
+    training (MAE's probe uses random-resized crops + flips).
+
+    Returns:
+        Top-1 and top-5 accuracy on the test features.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    probe = LinearProbe(train_features.shape[1], num_classes)
+    lr = base_lr * batch_size / 256
+    optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(train_features) / batch_size)
+    total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
+    step = 0
+    probe.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(train_features), generator=generator)
+        for batch in order.split(batch_size):
+            if len(batch) < 2:  # BatchNorm needs two samples
+                continue
+            scale = (
+                (step + 1) / warmup
+                if step < warmup
+                else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
+            loss = nn.functional.cross_entropy(probe(train_features[batch]), train_labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+    probe.eval()
+    with torch.no_grad():
+        top = probe(test_features).topk(min(5, num_classes), dim=1).indices
+    hits = top == test_labels.view(-1, 1)
+    return {"top1": hits[:, 0].float().mean().item(), "top5": hits.any(1).float().mean().item()}

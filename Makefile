@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# pre-train MAE on the built-in digit-scenes set, export the encoder, k-NN evaluate it against random init on digits
+# pre-train MAE on the built-in digit-scenes set, export the encoder, evaluate it (k-NN + linear probe) on digits
+# next to a randomly initialised twin
 pretrain: install
 	$(VENV)/bin/ssl-hf pretrain --config examples/configs/mae_tiny.yaml --output_dir $(RUN) --resume_from_checkpoint latest
 	$(VENV)/bin/ssl-hf export $(RUN)/final --output_dir $(EXPORT)
-	$(VENV)/bin/ssl-hf evaluate $(EXPORT) --dataset digits --protocol knn --compare_random_init \
-		--output $(RUN)/knn_digits.json --update_card
+	$(VENV)/bin/ssl-hf evaluate $(EXPORT) --dataset digits --protocol all --compare_random_init \
+		--output $(RUN)/eval_digits.json --update_card
 
 # fast CPU suite (every commit, CI)
 test: install

@@ -258,3 +258,12 @@ def test_streaming_parquet_source(tmp_path):
     records = _losses(tmp_path / "run")
     assert sorted(records) == [1, 2, 3]
     assert all(torch.isfinite(torch.tensor(v)) for v in records.values())
+
+
+def test_a_stream_smaller_than_one_batch_stops_with_a_message(tmp_path):
+    from ssl_hf.data import load_builtin
+
+    path = tmp_path / "tiny.parquet"
+    load_builtin("digit-scenes").select(range(5)).to_parquet(str(path))
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, dataset=str(path), streaming=True))

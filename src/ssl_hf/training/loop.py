@@ -59,6 +59,11 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     if args.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ValueError("fp16 is not supported on CPU (about 1 GFLOP/s here); use --mixed_precision bf16 or no.")
     resume_dir = _resolve_resume(out, args.resume_from_checkpoint)
+    if resume_dir is None and _complete_checkpoints(out):  # checked on every rank, before any expensive work
+        raise ValueError(
+            f"{out} already holds checkpoints of a run. Continue it with --resume_from_checkpoint latest, "
+            "or choose a new --output_dir."
+        )
 
     set_seed(args.seed)
     model = spec.model_class(model_config)
@@ -80,11 +85,6 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
         accelerator.load_state(str(resume_dir))
         state = json.loads((resume_dir / META).read_text())["state"]
         logger.info("Resumed from %s at step %d", resume_dir, state["step"])
-    elif accelerator.is_main_process and _complete_checkpoints(out):
-        raise ValueError(
-            f"{out} already holds checkpoints of a run. Continue it with --resume_from_checkpoint latest, "
-            "or choose a new --output_dir."
-        )
     metrics = _MetricsWriter(out / "metrics.jsonl", accelerator.is_main_process, resume_step=state["step"])
     if accelerator.is_main_process:
         _write_json(out / "args.json", _run_record(spec, model_config, args, accelerator, peak_lr, global_batch))
@@ -105,7 +105,9 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     _set_lr(optimizer, lr_at(state["step"]))
     while state["step"] < args.max_steps:
         batches = _epoch_batches(loader, dataset, accelerator, state, args.streaming)
+        fresh_epoch, seen = state["batches_in_epoch"] == 0, 0
         for batch in batches:
+            seen += 1
             # model-side randomness (dropout, ...) is a pure function of (seed, step, micro-batch, rank)
             torch.manual_seed(_step_seed(args.seed, state["step"], len(window), accelerator.process_index))
             with accelerator.accumulate(model):
@@ -148,10 +150,12 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
             if state["step"] >= args.max_steps:
                 break
         else:
+            if fresh_epoch and not seen:
+                raise ValueError(
+                    f"{args.dataset} yields no batch of {args.batch_size} images: it is empty or smaller than one batch."
+                )
             state["epoch"] += 1
             state["batches_in_epoch"] = 0
-            if not args.streaming and len(loader) == 0:
-                raise ValueError("The data loader yields no batch: the dataset is smaller than one batch.")
     progress.close()
     final = out / "final"
     accelerator.wait_for_everyone()

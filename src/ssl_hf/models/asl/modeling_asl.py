@@ -88,6 +88,9 @@ class ASLForPreTraining(ASLPreTrainedModel):
           (`aee_final_layernorm`).
         - DLE dropout 0.1 on the patch-projection output before the position table (`dle_dropout_prob`).
         - norm_pix_loss True and mask ratio 0.75 (MAE's settings; not stated by the paper).
+        - `align_cls=True` aligns the decoder's outputs at the cls position (the paper reports the ablation only).
+        - The `asl-vits4-cifar` preset keeps MAE's random-resized crop (0.2-1) + flip; the appendix says "standard
+          random cropping and horizontal flipping" for CIFAR. Its decoder depth (8) is not given by the paper.
         - With `feature_augmentation="none"` and `use_alignment=False` the model is exactly MAE (tested).
     """
 

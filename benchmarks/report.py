@@ -20,20 +20,22 @@ def speed_section(path: Path) -> str:
     report = json.loads(path.read_text())
     cfg = report["config"]
     lines = [
-        f"**Training-step throughput** — {report['benchmark']}, {cfg['image_size']}×{cfg['image_size']} images, "
-        f"batch {cfg['batch_size']}, {report['machine']['threads']} CPU threads; the two models of a pair alternate "
+        f"**Training-step throughput** — {report['benchmark']}, {report['machine']['threads']} CPU threads; the two "
+        "models of a pair alternate "
         f"in one process, median of {cfg['repeats']} rounds of {cfg['steps']} steps (`benchmarks/speed.py`, torch "
         f"{report['versions']['torch']}, transformers {report['versions']['transformers']}):",
         "",
-        "| pair | precision | A | B | step-time ratio B / A (per-round range) | target |",
-        "|---|---|---|---|---|---|",
+        "| pair | setting | precision | A | B | step-time ratio B / A (per-round range) | target |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         a, b = r["models"]
         ips = r["images_per_second"]
         low, high = r["ratio_rounds"]
+        st = r.get("setting", {"backbone": "vit-small", "patch_size": 4, "image_size": 32, "batch_size": 64})
+        setting = f"{st['backbone']}/{st['patch_size']} @{st['image_size']}, batch {st['batch_size']}"
         lines.append(
-            f"| {r['pair']} | {r['precision']} | {a}: {ips[a]:.1f} img/s | {b}: {ips[b]:.1f} img/s | "
+            f"| {r['pair']} | {setting} | {r['precision']} | {a}: {ips[a]:.1f} img/s | {b}: {ips[b]:.1f} img/s | "
             f"{r['ratio']:.3f} ({low:.2f}–{high:.2f}) | {TARGETS.get(r['pair'], '')} |"
         )
     return "\n".join(lines)

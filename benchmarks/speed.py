@@ -1,10 +1,11 @@
 """Training-step throughput of ssl_hf methods, each pair measured alternately in one process.
 
-Pairs (ViT-S/4 encoder, MAE decoder 512x8, 32x32 images, batch 64, fused AdamW with the same parameter groups, the
-same masking noise):
-  - ssl_hf `MAEForPreTraining` vs `transformers.ViTMAEForPreTraining` (same weights);
-  - `ASLForPreTraining` (AEE, the default) vs `MAEForPreTraining` (ASL paper Tab. 7: ~1.5x FLOPs);
-  - `ASLForPreTraining` (DLE) vs `MAEForPreTraining` (paper: ~2x FLOPs).
+Pairs (fused AdamW with the same parameter groups, the same masking noise; MAE decoder 512x8):
+  - ssl_hf `MAEForPreTraining` vs `transformers.ViTMAEForPreTraining` (same weights), ViT-S/4 at 32x32, batch 64;
+  - `ASLForPreTraining` (AEE, the default) vs `MAEForPreTraining` (ASL paper Tab. 7: ~1.5x FLOPs), ViT-S/4;
+  - `ASLForPreTraining` (DLE) vs `MAEForPreTraining` (paper: ~2x FLOPs), ViT-S/4;
+  - ASL (AEE) vs MAE at the paper's ViT-B/16 at 224 (batch 8 on CPU), where the encoder/decoder balance is the
+    paper's.
 After a warm-up, the two step functions of a pair alternate for `--repeats` rounds of `--steps` steps (who goes first
 alternates too); the median step time of each gives its throughput and the ratio. fp32 and bf16 autocast.
 
@@ -28,14 +29,19 @@ from ssl_hf import ASLConfig, ASLForPreTraining, MAEConfig, MAEForPreTraining, b
 from ssl_hf.training.optim import build_adamw
 
 
-def _mae(image_size: int, patch_size: int) -> MAEForPreTraining:
-    torch.manual_seed(0)
-    return MAEForPreTraining(MAEConfig(backbone_config=backbone_config("vit-small", image_size, patch_size)))
+SMALL = {"backbone": "vit-small", "image_size": 32, "patch_size": 4}  # the issue's setting: ViT-S/4 at 32x32
+BASE = {"backbone": "vit-base", "image_size": 224, "patch_size": 16, "batch_size": 8}  # the papers' ViT-B/16
 
 
-def _asl(image_size: int, patch_size: int, augmentation: str) -> ASLForPreTraining:
+def _mae(setting: dict) -> MAEForPreTraining:
     torch.manual_seed(0)
-    bb = backbone_config("vit-small", image_size, patch_size)
+    bb = backbone_config(setting["backbone"], setting["image_size"], setting["patch_size"])
+    return MAEForPreTraining(MAEConfig(backbone_config=bb))
+
+
+def _asl(setting: dict, augmentation: str) -> ASLForPreTraining:
+    torch.manual_seed(0)
+    bb = backbone_config(setting["backbone"], setting["image_size"], setting["patch_size"])
     return ASLForPreTraining(ASLConfig(backbone_config=bb, feature_augmentation=augmentation))
 
 
@@ -46,19 +52,19 @@ def _transformers_twin(model: MAEForPreTraining) -> ViTMAEForPreTraining:
 
 
 PAIRS = {
-    # name: (label_a, build_a, label_b, build_b); the ratio reported is time(b) / time(a) = speed(a) / speed(b)
-    "mae-vs-transformers": ("ssl_hf MAE", None, "transformers ViTMAE", None),
-    "asl-aee-vs-mae": ("MAE", _mae, "ASL (AEE)", lambda s, p: _asl(s, p, "aee")),
-    "asl-dle-vs-mae": ("MAE", _mae, "ASL (DLE)", lambda s, p: _asl(s, p, "dle")),
+    # name: (setting, label_a, build_a, label_b, build_b); reported ratio = time(b) / time(a) = speed(a) / speed(b)
+    "mae-vs-transformers": (SMALL, "ssl_hf MAE", _mae, "transformers ViTMAE", None),
+    "asl-aee-vs-mae": (SMALL, "MAE", _mae, "ASL (AEE)", lambda s: _asl(s, "aee")),
+    "asl-dle-vs-mae": (SMALL, "MAE", _mae, "ASL (DLE)", lambda s: _asl(s, "dle")),
+    "asl-aee-vs-mae-vitb16": (BASE, "MAE", _mae, "ASL (AEE)", lambda s: _asl(s, "aee")),
 }
 
 
-def build(pair: str, image_size: int, patch_size: int):
-    label_a, build_a, label_b, build_b = PAIRS[pair]
-    if pair == "mae-vs-transformers":
-        ours = _mae(image_size, patch_size)
-        return {label_a: ours, label_b: _transformers_twin(ours)}
-    return {label_a: build_a(image_size, patch_size), label_b: build_b(image_size, patch_size)}
+def build(pair: str) -> dict:
+    setting, label_a, build_a, label_b, build_b = PAIRS[pair]
+    model_a = build_a(setting)
+    model_b = _transformers_twin(model_a) if build_b is None else build_b(setting)
+    return {label_a: model_a, label_b: model_b}
 
 
 def make_step(model, precision: str):
@@ -81,12 +87,11 @@ def make_step(model, precision: str):
 
 
 def measure(pair: str, precision: str, args) -> dict:
-    models = build(pair, args.image_size, args.patch_size)
-    L = (args.image_size // args.patch_size) ** 2
-    batches = [
-        (torch.randn(args.batch_size, 3, args.image_size, args.image_size), torch.rand(args.batch_size, L))
-        for _ in range(4)
-    ]
+    setting = PAIRS[pair][0]
+    size, batch_size = setting["image_size"], setting.get("batch_size", args.batch_size)
+    models = build(pair)
+    L = (size // setting["patch_size"]) ** 2
+    batches = [(torch.randn(batch_size, 3, size, size), torch.rand(batch_size, L)) for _ in range(4)]
     steps = {name: make_step(model, precision) for name, model in models.items()}
     for name in steps:  # warm-up: allocator, autocast caches, fused kernels
         for i in range(args.warmup):
@@ -106,7 +111,8 @@ def measure(pair: str, precision: str, args) -> dict:
         "models": [a, b],
         "step_seconds_median": medians,
         "step_seconds_all": times,
-        "images_per_second": {name: args.batch_size / t for name, t in medians.items()},
+        "setting": {**setting, "batch_size": batch_size},
+        "images_per_second": {name: batch_size / t for name, t in medians.items()},
         "ratio": medians[b] / medians[a],
         "ratio_meaning": f"step time of {b} / step time of {a}",
         "ratio_rounds": [min(rounds), max(rounds)],
@@ -116,10 +122,9 @@ def measure(pair: str, precision: str, args) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", default=",".join(PAIRS))
+    parser.add_argument("--vitb16_precisions", default="fp32", help="precisions for the (slow) ViT-B/16 pair")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--patch_size", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=7)
@@ -133,7 +138,7 @@ def main():
     for pair in args.pairs.split(","):
         if pair not in PAIRS:
             raise SystemExit(f"unknown pair '{pair}'; choose from {', '.join(PAIRS)}")
-        for precision in args.precisions.split(","):
+        for precision in (args.vitb16_precisions if PAIRS[pair][0] is BASE else args.precisions).split(","):
             r = measure(pair, precision, args)
             results.append(r)
             ips = r["images_per_second"]

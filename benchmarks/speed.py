@@ -151,7 +151,7 @@ def main():
     import transformers
 
     report = {
-        "benchmark": "training step (forward + backward + fused AdamW), ViT-S/4 encoder + MAE decoder 512x8",
+        "benchmark": "training step (forward + backward + fused AdamW), MAE decoder 512x8; settings per result",
         "config": {k: v for k, v in vars(args).items() if k not in ("output", "pairs", "precisions")},
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
         "versions": {

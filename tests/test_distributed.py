@@ -8,11 +8,10 @@ Runs in the fast suite (about 10 s on 2 cores).
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,10 +30,24 @@ def _run(cmd, out: Path, batch_size: int, env: dict) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_process_step_one_matches_single_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     single = _run([sys.executable], tmp_path / "single", 16, env)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+    ]
     double = _run(torchrun, tmp_path / "double", 8, {**env, "ACCELERATE_USE_CPU": "true"})
     record = json.loads((tmp_path / "double" / "args.json").read_text())
     assert record["derived"]["num_processes"] == 2

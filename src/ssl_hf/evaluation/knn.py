@@ -52,6 +52,11 @@ def knn_accuracy(
     """Top-1 and top-5 accuracy of `knn_predict`."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     scores = knn_predict(train_features, train_labels, test_features, num_classes, k, temperature)
-    top = scores.topk(min(5, num_classes), dim=1).indices
-    hits = top == test_labels.view(-1, 1)
+    return topk_accuracy(scores, test_labels)
+
+
+def topk_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of `(M, C)` class scores against `(M,)` labels (top-C when C < 5)."""
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hits = top == labels.view(-1, 1)
     return {"top1": hits[:, 0].float().mean().item(), "top5": hits.any(1).float().mean().item()}

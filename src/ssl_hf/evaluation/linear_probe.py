@@ -5,6 +5,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .knn import topk_accuracy
+
 
 class LinearProbe(nn.Module):
     """`BatchNorm1d(D, affine=False, eps=1e-6)` (a parameter-free feature standardisation) + `Linear(D, C)`.
@@ -72,6 +74,4 @@ def linear_probe_accuracy(
             step += 1
     probe.eval()
     with torch.no_grad():
-        top = probe(test_features).topk(min(5, num_classes), dim=1).indices
-    hits = top == test_labels.view(-1, 1)
-    return {"top1": hits[:, 0].float().mean().item(), "top5": hits.any(1).float().mean().item()}
+        return topk_accuracy(probe(test_features), test_labels)

@@ -241,9 +241,12 @@ def _image_folder(root, n=24, corrupt=1):
     return root
 
 
-def test_corrupt_files_are_skipped_and_counted_in_metrics(tmp_path):
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_corrupt_files_are_skipped_and_counted_in_metrics(tmp_path, num_workers):
+    """The count reaches metrics.jsonl also when DataLoader workers do the decoding."""
     folder = _image_folder(tmp_path / "images", n=15, corrupt=1)  # 16 files: 2 batches of 8 per epoch
-    pretrain(get_method("mae"), tiny_mae_config(), _args(tmp_path, dataset=str(folder), max_steps=2, save_steps=2))
+    args = _args(tmp_path, dataset=str(folder), max_steps=2, save_steps=2, num_workers=num_workers)
+    pretrain(get_method("mae"), tiny_mae_config(), args)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["skipped_images"] == 1
     assert records[-1]["images_seen"] == 15  # the corrupt file is dropped from its batch, not replaced

@@ -21,8 +21,16 @@ def sample_rngs(seed: int, epoch: int, indices) -> list[np.random.Generator]:
     return [np.random.default_rng((seed, epoch, int(i))) for i in indices]
 
 
+SKIPPED = "skipped_images"
+
+
 class _Counting:
-    """Counts images that could not be decoded."""
+    """Counts images that could not be decoded.
+
+    `num_skipped` is this process's tally; each batch also carries its own count under `SKIPPED` (a 0-d tensor) so
+    the training loop can total it across DataLoader workers, processes and resumed runs. The loop removes the key
+    before calling the model.
+    """
 
     num_skipped = 0
 
@@ -34,7 +42,8 @@ class _Counting:
                 f"Every image of a batch failed to decode (sample indices {list(indices)[:8]}...). "
                 "The dataset's files look corrupt or are not images; check the paths or the --image_column."
             )
-        return self.view_fn([images[k] for k in good], sample_rngs(self.seed, epoch, [indices[k] for k in good]))
+        views = self.view_fn([images[k] for k in good], sample_rngs(self.seed, epoch, [indices[k] for k in good]))
+        return {**views, SKIPPED: torch.tensor(len(images) - len(good))}
 
 
 class ViewsDataset(_Counting, Dataset):
@@ -57,7 +66,7 @@ class ViewsDataset(_Counting, Dataset):
         return len(self.source.dataset)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] for k, v in self.__getitems__([index]).items()}
+        return {k: v[0] if v.ndim else v for k, v in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         images, _ = self.source.read(indices)

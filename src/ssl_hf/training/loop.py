@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..data.datasets import load_image_source
-from ..data.pipeline import StreamingViews, ViewsDataset
+from ..data.pipeline import SKIPPED, StreamingViews, ViewsDataset
 from ..data.views import build_views
 from ..registry import MethodSpec
 from .arguments import TrainingArguments
@@ -80,7 +80,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     def lr_at(step: int) -> float:
         return cosine_with_warmup(step, args.max_steps, warmup, peak_lr, args.min_learning_rate)
 
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "images_seen": 0}
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "images_seen": 0, "skipped_images": 0}
     if resume_dir is not None:
         accelerator.load_state(str(resume_dir))
         state = json.loads((resume_dir / META).read_text())["state"]
@@ -101,13 +101,14 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
         dynamic_ncols=True,
     )
     window: list[dict[str, torch.Tensor]] = []
-    window_images, window_start = 0, time.perf_counter()
+    window_images, window_skipped, window_start = 0, 0, time.perf_counter()
     _set_lr(optimizer, lr_at(state["step"]))
     while state["step"] < args.max_steps:
         batches = _epoch_batches(loader, dataset, accelerator, state, args.streaming)
         fresh_epoch, seen = state["batches_in_epoch"] == 0, 0
         for batch in batches:
             seen += 1
+            window_skipped += int(batch.pop(SKIPPED, 0))
             # model-side randomness (dropout, ...) is a pure function of (seed, step, micro-batch, rank)
             torch.manual_seed(_step_seed(args.seed, state["step"], len(window), accelerator.process_index))
             with accelerator.accumulate(model):
@@ -126,8 +127,10 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
             state["step"] += 1
             unwrapped.post_optimizer_step(state["step"], args.max_steps)
             record = _reduce_window(window, accelerator)
-            images = int(accelerator.reduce(torch.tensor(window_images, device=accelerator.device), "sum").item())
+            counts = torch.tensor([window_images, window_skipped], device=accelerator.device)
+            images, skipped = (int(c) for c in accelerator.reduce(counts, "sum").tolist())
             state["images_seen"] += images
+            state["skipped_images"] = state.get("skipped_images", 0) + skipped
             elapsed = time.perf_counter() - window_start
             record = {
                 "step": state["step"],
@@ -136,7 +139,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
                 "lr": optimizer.param_groups[0]["lr"],
                 "images_seen": state["images_seen"],
                 "images_per_sec": round(images / elapsed, 2),
-                "skipped_images": getattr(dataset, "num_skipped", 0),
+                "skipped_images": state["skipped_images"],
             }
             metrics.write(record)
             if args.report_to:
@@ -146,7 +149,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
             _set_lr(optimizer, lr_at(state["step"]))
             if state["step"] % args.save_steps == 0 or state["step"] == args.max_steps:
                 save_checkpoint(accelerator, out, state, args.save_total_limit)
-            window, window_images, window_start = [], 0, time.perf_counter()
+            window, window_images, window_skipped, window_start = [], 0, 0, time.perf_counter()
             if state["step"] >= args.max_steps:
                 break
         else:

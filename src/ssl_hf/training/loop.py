@@ -6,7 +6,6 @@ continue a run exactly.
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -376,5 +375,5 @@ def _run_record(spec, model_config, args, accelerator, peak_lr: float, global_ba
             "accelerate": accelerate.__version__,
             "datasets": datasets.__version__,
         },
-        "math": {"lr_rule": "peak = base_learning_rate * global_batch / 256", "isfinite": math.isfinite(peak_lr)},
+        "lr_rule": "peak = learning_rate if given, else base_learning_rate * global_batch / 256",
     }

@@ -33,12 +33,11 @@ class SSLViTConfig(PreTrainedConfig):
 
 
 @strict
-class MaskedAutoencoderConfig(SSLViTConfig):
-    """Fields of MAE-style masked image modelling, shared by MAE and the methods built on it.
+class MaskedImageConfig(SSLViTConfig):
+    """Fields of MAE-style masking and a light Transformer decoder, shared by MAE and the methods built on it.
 
     Args:
         mask_ratio: Fraction of patches hidden from the encoder.
-        norm_pix_loss: Regress per-patch normalised pixels (MAE's released models use True).
         decoder_hidden_size: Decoder width.
         decoder_num_hidden_layers: Decoder depth.
         decoder_num_attention_heads: Decoder heads.
@@ -46,7 +45,6 @@ class MaskedAutoencoderConfig(SSLViTConfig):
     """
 
     mask_ratio: float = 0.75
-    norm_pix_loss: bool = True
     decoder_hidden_size: int = 512
     decoder_num_hidden_layers: int = 8
     decoder_num_attention_heads: int = 16
@@ -66,3 +64,14 @@ class MaskedAutoencoderConfig(SSLViTConfig):
             raise ValueError(
                 f"decoder_hidden_size must be divisible by 4 (sin-cos table), got {self.decoder_hidden_size}"
             )
+
+
+@strict
+class MaskedAutoencoderConfig(MaskedImageConfig):
+    """`MaskedImageConfig` plus the pixel target of MAE.
+
+    Args:
+        norm_pix_loss: Regress per-patch normalised pixels (MAE's released models use True).
+    """
+
+    norm_pix_loss: bool = True

@@ -42,6 +42,13 @@ class SSLPreTrainedModel(PreTrainedModel):
             model.freeze_fixed_parameters()
         return model
 
+    def prepare_for_pretraining(self, resumed: bool) -> None:
+        """Called by the training loop once, before training: load frozen helpers, initialise from them (no-op).
+
+        Args:
+            resumed: The run continues from a checkpoint (its weights are loaded afterwards).
+        """
+
     def post_optimizer_step(self, step: int, max_steps: int) -> None:
         """Updates EMA teachers, centres and schedules after each optimiser step (no-op by default).
 

@@ -40,6 +40,33 @@ def vit_block(
     return ViTLayer(config)
 
 
+def block_style(encoder: ViTConfig) -> dict:
+    """`vit_block` options that make decoder blocks follow the encoder (activation, eps, qkv bias, attention kernel)."""
+    return dict(
+        hidden_act=encoder.hidden_act,
+        layer_norm_eps=encoder.layer_norm_eps,
+        qkv_bias=encoder.qkv_bias,
+        attn_implementation=encoder._attn_implementation,  # the kernel chosen for the encoder (sdpa default)
+    )
+
+
+def fill_hidden_patches(tokens: Tensor, mask_token: Tensor, restore_indices: Tensor) -> Tensor:
+    """Appends a mask token for every hidden patch and puts the patches back in image order.
+
+    Args:
+        tokens: `(B, 1 + L_keep, D)` cls then visible tokens in shuffle order.
+        mask_token: `(1, 1, D)`.
+        restore_indices: `(B, L)` un-shuffle permutation.
+
+    Returns:
+        `(B, 1 + L, D)`: cls, then all L patches in image order.
+    """
+    B, L = restore_indices.shape
+    mask_tokens = mask_token.to(tokens.dtype).expand(B, L + 1 - tokens.shape[1], -1)
+    patch_tokens = gather_tokens(torch.cat([tokens[:, 1:], mask_tokens], dim=1), restore_indices)
+    return torch.cat([tokens[:, :1], patch_tokens], dim=1)
+
+
 class MAEDecoder(nn.Module):
     """MAE's decoder: embed, insert mask tokens, un-shuffle, add fixed sin-cos positions, blocks, predict pixels.
 
@@ -56,12 +83,7 @@ class MAEDecoder(nn.Module):
     def __init__(self, encoder: ViTConfig, hidden_size: int, num_layers: int, num_heads: int, intermediate_size: int):
         super().__init__()
         grid = encoder.image_size // encoder.patch_size
-        block = dict(
-            hidden_act=encoder.hidden_act,
-            layer_norm_eps=encoder.layer_norm_eps,
-            qkv_bias=encoder.qkv_bias,
-            attn_implementation=encoder._attn_implementation,  # the kernel chosen for the encoder (sdpa default)
-        )
+        block = block_style(encoder)
         self.decoder_embed = nn.Linear(encoder.hidden_size, hidden_size)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
         self.decoder_pos_embed = nn.Parameter(sincos_2d(hidden_size, grid), requires_grad=False)
@@ -82,11 +104,7 @@ class MAEDecoder(nn.Module):
         Returns:
             `(B, L, p*p*C)` predicted pixels (`(B, 1 + L, p*p*C)` with `keep_cls`).
         """
-        x = self.decoder_embed(latent)
-        B, L = restore_indices.shape
-        mask_tokens = self.mask_token.to(x.dtype).expand(B, L + 1 - x.shape[1], -1)
-        patch_tokens = gather_tokens(torch.cat([x[:, 1:], mask_tokens], dim=1), restore_indices)
-        x = torch.cat([x[:, :1], patch_tokens], dim=1) + self.decoder_pos_embed
+        x = fill_hidden_patches(self.decoder_embed(latent), self.mask_token, restore_indices) + self.decoder_pos_embed
         for layer in self.decoder_layers:
             x = layer(x, None)
         pred = self.decoder_pred(self.decoder_norm(x))

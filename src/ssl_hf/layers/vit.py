@@ -23,6 +23,8 @@ def encode_visible(
     mask_ratio: float,
     interpolate_pos_encoding: bool = False,
     patch_dropout: nn.Module | None = None,
+    cls_token: Tensor | None = None,
+    block_outputs: list[Tensor] | None = None,
 ) -> tuple[Tensor, MaskSample]:
     """Encodes only the visible patches: embeddings -> keep visible tokens -> blocks -> final norm.
 
@@ -35,6 +37,8 @@ def encode_visible(
         mask_ratio: Fraction of patches to hide.
         interpolate_pos_encoding: Interpolate the position table for inputs of another resolution.
         patch_dropout: Applied to the patch projections before the position table is added (ASL's DLE).
+        cls_token: `(1, 1, D)` used instead of the encoder's own cls parameter (TEC's input adapter output).
+        block_outputs: If a list is given, the raw output of every block is appended to it (before the final norm).
 
     Returns:
         latent `(B, 1 + L_keep, D)` (cls first, after the final norm) and the `MaskSample`.
@@ -59,10 +63,12 @@ def encode_visible(
         noise = torch.rand(B, L, device=pixel_values.device)
     sample = random_masking(noise, int(L * (1 - mask_ratio)))
     visible = gather_tokens(patch_tokens, sample.keep_indices)
-    cls_token = (emb.cls_token + pos[:, :1]).expand(B, -1, -1)
-    hidden_states = emb.dropout(torch.cat([cls_token, visible], dim=1))
+    cls_token = emb.cls_token if cls_token is None else cls_token
+    hidden_states = emb.dropout(torch.cat([(cls_token + pos[:, :1]).expand(B, -1, -1), visible], dim=1))
     for layer in vit.layers:
         hidden_states = layer(hidden_states, None)
+        if block_outputs is not None:
+            block_outputs.append(hidden_states)
     return vit.layernorm(hidden_states), sample
 
 

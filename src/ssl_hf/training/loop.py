@@ -66,6 +66,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
 
     set_seed(args.seed)
     model = spec.model_class(model_config)
+    model.prepare_for_pretraining(resumed=resume_dir is not None)
     loader, dataset = _build_loader(spec, model_config, args, accelerator)
     global_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     peak_lr = args.learning_rate or scaled_lr(args.base_learning_rate, global_batch)

@@ -53,8 +53,37 @@ def tiny_asl_config(**overrides):
     return ASLConfig(backbone_config=mae.backbone_config, **fields)
 
 
+def tiny_base_model_dir() -> Path:
+    """A seeded tiny `ViTModel` (the tiny MAE's backbone) saved once on disk: the base model of the tiny TEC."""
+    from transformers import ViTModel
+
+    path = _CACHE / "tiny_tec_base_v1"
+    if not (path / "config.json").is_file():
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        torch.manual_seed(1234)
+        ViTModel(tiny_mae_config().backbone_config, add_pooling_layer=False).save_pretrained(tmp)
+        try:
+            os.rename(tmp, path)  # atomic; a parallel worker may have won the race
+        except OSError:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def tiny_tec_config(**overrides):
+    """The tiny MAE's encoder and decoder sizes with TEC's targets from a tiny ViT base (groups of 1 block, top-3)."""
+    from ssl_hf import TECConfig
+
+    mae = tiny_mae_config()
+    fields = {k: v for k, v in mae.to_dict().items() if k.startswith("decoder_")}
+    fields.update(base_model=str(tiny_base_model_dir()), adapter_group_size=1, attention_topk=3)
+    fields.update(overrides)
+    return TECConfig(backbone_config=mae.backbone_config, **fields)
+
+
 # one tiny config per registered method: tests/models/test_common.py runs every method through the same checks
-TINY_CONFIGS = {"mae": tiny_mae_config, "asl": tiny_asl_config}
+TINY_CONFIGS = {"mae": tiny_mae_config, "asl": tiny_asl_config, "tec": tiny_tec_config}
 
 
 @pytest.fixture

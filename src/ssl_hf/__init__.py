@@ -5,9 +5,10 @@
 """
 
 from .backbones import backbone_config
-from .models import asl, mae
+from .models import asl, mae, tec
 from .models.asl import ASLConfig, ASLForPreTraining, ASLPreTrainingOutput
 from .models.mae import MAEConfig, MAEForPreTraining, MAEPreTrainingOutput
+from .models.tec import TECConfig, TECForPreTraining, TECModel, TECPreTrainingOutput
 from .registry import METHODS, MethodSpec, get_method, register_method
 
 

@@ -235,3 +235,33 @@ def test_evaluate_missing_export_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _exit_code(["evaluate", "runs/export", "--dataset", "digits"]) == 2  # relative: not a Hub traceback
     assert "No exported model at runs/export" in capsys.readouterr().err
+
+
+def test_tec_learns_from_a_previous_export_and_keeps_adapters_on_request(tmp_path, capsys):
+    """MAE run -> export -> TEC run with --base_model that export -> plain export and --keep_adapters export."""
+    base_run, tec_run = tmp_path / "mae", tmp_path / "tec"
+    mae_yaml = _write_yaml(tmp_path / "mae.yaml", model={"num_hidden_layers": 2})
+    main(["pretrain", "--config", mae_yaml, "--max_steps", "1", "--output_dir", str(base_run)])
+    main(["export", str(base_run / "final"), "--output_dir", str(tmp_path / "mae_export")])
+    tec_model = {k: v for k, v in TINY_MODEL.items() if k != "norm_pix_loss"}
+    tec_model.update(method="tec", num_hidden_layers=2, adapter_group_size=1, attention_topk=3)
+    (tmp_path / "tec.yaml").write_text(yaml.safe_dump({"model": tec_model, "training": {"batch_size": 8}}))
+    argv = ["pretrain", "--config", str(tmp_path / "tec.yaml"), "--base_model", str(tmp_path / "mae_export")]
+    main([*argv, "--max_steps", "1", "--output_dir", str(tec_run)])
+    record = json.loads((tec_run / "args.json").read_text())
+    assert record["method"] == "tec"
+    assert record["model_config"]["base_model"] == str(tmp_path / "mae_export")
+    assert {"loss_feature", "loss_attention"} <= set(json.loads((tec_run / "metrics.jsonl").read_text()))
+    main(["export", str(tec_run / "final"), "--output_dir", str(tmp_path / "tec_export")])
+    assert json.loads((tmp_path / "tec_export" / "config.json").read_text())["model_type"] == "vit"
+    main(["export", str(tec_run / "final"), "--output_dir", str(tmp_path / "adapters"), "--keep_adapters"])
+    assert json.loads((tmp_path / "adapters" / "config.json").read_text())["architectures"] == ["TECModel"]
+    assert "import ssl_hf" in (tmp_path / "adapters" / "README.md").read_text()
+    capsys.readouterr()
+    # MAE has no adapters; a base cut into other patches is refused before training
+    assert _exit_code(["export", str(base_run / "final"), "--output_dir", str(tmp_path / "x"), "--keep_adapters"]) == 2
+    assert "has no adapters" in capsys.readouterr().err
+    bad = [*argv, "--patch_size", "4", "--max_steps", "1", "--output_dir", str(tmp_path / "bad")]
+    assert _exit_code(bad) == 2
+    assert "--patch_size 8" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()

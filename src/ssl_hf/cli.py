@@ -174,10 +174,17 @@ def _export(argv: list[str]) -> None:
     parser.add_argument("--format", choices=["vit", "dinov2"], default="vit", help="Exported architecture.")
     parser.add_argument("--results", help="Evaluation JSON (from ssl-hf evaluate) to put in the model card.")
     parser.add_argument("--repo_id", help="Hub id used in the card's snippets.")
+    parser.add_argument(
+        "--keep_adapters",
+        action="store_true",
+        help="TEC: keep the input and encoder adapters (ssl_hf format, `import ssl_hf` to load) for "
+        "parameter-efficient fine-tuning.",
+    )
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text()) if args.results else None
-    out = export_pretrained(args.pretrained, args.output_dir, args.format, results, args.repo_id)
-    print(f"Exported {args.format} backbone to {out}")
+    out = export_pretrained(args.pretrained, args.output_dir, args.format, results, args.repo_id, args.keep_adapters)
+    what = "encoder with adapters" if args.keep_adapters else f"{args.format} backbone"
+    print(f"Exported {what} to {out}")
 
 
 def _evaluate(argv: list[str]) -> None:

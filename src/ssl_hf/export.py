@@ -27,6 +27,7 @@ def export_pretrained(
     export_format: ExportFormat = "vit",
     results: dict | None = None,
     repo_id: str | None = None,
+    keep_adapters: bool = False,
 ) -> Path:
     """Writes the method's encoder as a plain transformers checkpoint that `AutoModel.from_pretrained` loads.
 
@@ -36,6 +37,8 @@ def export_pretrained(
         export_format: `vit` (`ViTModel`) or `dinov2` (`Dinov2Model`; also loads with `Dinov2Backbone`).
         results: Evaluation results (`ssl-hf evaluate` JSON) to put in the model card.
         repo_id: Hub id shown in the card's snippets (defaults to the folder name).
+        keep_adapters: Keep the pre-training adapters (TEC) for parameter-efficient fine-tuning: saves the method's
+            own encoder model (e.g. `TECModel`), which loads with `AutoModel` after `import ssl_hf`.
 
     Returns:
         The output folder, holding `config.json`, `model.safetensors`, `preprocessor_config.json` and `README.md`.
@@ -53,7 +56,14 @@ def export_pretrained(
     encoder = pretrained.get_export_backbone()
     if not isinstance(encoder, ViTModel):
         raise TypeError(f"Export supports ViT encoders for now, got {type(encoder).__name__}.")
-    exported = vit_to_dinov2(encoder) if export_format == "dinov2" else vit_with_identity_pooler(encoder)
+    if keep_adapters:
+        if not hasattr(pretrained, "get_adapter_model"):
+            raise ValueError(f"--keep_adapters: {type(pretrained).__name__} has no adapters (TEC has).")
+        if export_format != "vit":
+            raise ValueError("--keep_adapters saves ssl_hf's own format; it cannot be combined with --format dinov2.")
+        exported = pretrained.get_adapter_model()
+    else:
+        exported = vit_to_dinov2(encoder) if export_format == "dinov2" else vit_with_identity_pooler(encoder)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     exported.save_pretrained(out)
@@ -160,15 +170,24 @@ def render_card(
         datasets=[dataset] if dataset and "/" in dataset else None,
         model_name=repo_id,
     )
-    c = model.config
-    is_vit = c.model_type == "vit"
+    native = model.config.model_type.startswith("ssl_")  # e.g. TEC's encoder with adapters (--keep_adapters)
+    c = model.config.backbone_config if native else model.config
+    is_vit = c.model_type == "vit" and not native
     return ModelCard.from_template(
         card_data,
         template_path=str(CARDS_DIR / "template.md"),
         model_name=repo_id,
         repo_id=repo_id,
         model_class=type(model).__name__,
-        architecture=f"ViT ({c.model_type} format)",
+        architecture=f"ViT ({model.config.model_type} format)",
+        loading_note=(
+            "This checkpoint keeps the pre-training adapters in ssl_hf's own format: `import ssl_hf` before loading it "
+            "(the plain export of the same run needs neither ssl_hf nor `trust_remote_code`)."
+            if native
+            else "The checkpoint is a stock `transformers` model: no `ssl_hf` and no `trust_remote_code` are needed "
+            "to use it."
+        ),
+        import_line="import ssl_hf  # registers the ssl_hf model types\n" if native else "",
         method_title=info.get("method_title", method),
         paper_short=info.get("paper_short", ""),
         method_summary=info.get("method_summary", ""),
@@ -182,6 +201,8 @@ def render_card(
         pooler_note=(
             "`pooler_output` is `tanh(cls)` through a fixed identity layer (the pooler is not trained)."
             if is_vit
+            else "`pooler_output` is the cls row of `last_hidden_state` (after the encoder adapter)."
+            if native
             else "`pooler_output` is the normalised cls token."
         ),
         training_details=_training_section(training),

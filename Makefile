@@ -30,7 +30,7 @@ pretrain: install
 test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -m "not slow" tests
 
-# slower end-to-end checks (none yet: the two-process test takes ~10 s and runs in `make test`)
+# slower end-to-end checks (the sustainable chain example; the two-process test runs in `make test`)
 test-slow: install
 	$(PY) -m pytest -m slow tests || test $$? -eq 5
 

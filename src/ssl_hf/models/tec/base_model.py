@@ -6,6 +6,7 @@ DDP/FSDP, not in `state_dict()` (so not in `save_pretrained` or Accelerate check
 
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -142,6 +143,21 @@ class BaseModelTargets:
         self.last_layers = last_layers
         if self.info.model_type == "vit_mae":  # no masking and no shuffling: ratio 0 here, ascending noise per call
             self.encoder.config.mask_ratio = 0.0
+        # hooks stay registered (no re-registration per step, friendly to torch.compile) and record only inside
+        # __call__; they read the last blocks' outputs and the input of the last attention module
+        self._captured: dict[str, Tensor] = {}
+        self._capturing = False
+        for i, block in enumerate(blocks[-last_layers:]):
+            block.register_forward_hook(partial(self._keep_output, f"block{i}"))
+        blocks[-1].attention.register_forward_pre_hook(self._keep_attention_input, with_kwargs=True)
+
+    def _keep_output(self, key: str, module, args, output) -> None:
+        if self._capturing:
+            self._captured[key] = output[0] if isinstance(output, tuple) else output
+
+    def _keep_attention_input(self, module, args, kwargs) -> None:
+        if self._capturing:
+            self._captured["attention_input"] = args[0] if args else kwargs["hidden_states"]
 
     def to(self, device: torch.device) -> "BaseModelTargets":
         self.encoder.to(device)
@@ -163,30 +179,19 @@ class BaseModelTargets:
         interpolate_pos_encoding: bool = False,
     ) -> TECTargets:
         """Targets of TEC for a batch of full (unmasked) images; `attention_mode=None` skips the attention target."""
-        blocks = _blocks(self.encoder)
-        outputs: list[Tensor] = []
-        attention = blocks[-1].attention
-        captured: dict[str, Tensor] = {}
-
-        def keep_output(module, args, output):
-            outputs.append(output[0] if isinstance(output, tuple) else output)
-
-        def keep_attention_input(module, args, kwargs):
-            captured["u"] = args[0] if args else kwargs["hidden_states"]
-
-        handles = [block.register_forward_hook(keep_output) for block in blocks[-self.last_layers :]]
-        if attention_mode is not None:
-            handles.append(attention.register_forward_pre_hook(keep_attention_input, with_kwargs=True))
+        self._captured.clear()
+        self._capturing = True
         try:
             self.encoder(pixel_values, **self._forward_kwargs(pixel_values, interpolate_pos_encoding))
         finally:
-            for handle in handles:
-                handle.remove()
+            self._capturing = False
+        outputs = [self._captured[f"block{i}"] for i in range(self.last_layers)]
+        attention = _blocks(self.encoder)[-1].attention
         features = normalize_target(torch.stack(outputs).float().mean(0)[:, 1:], target_norm)
         if attention_mode is None:
             return TECTargets(features)
         q, k = (
-            split_heads(proj(captured["u"]), attention.num_attention_heads)
+            split_heads(proj(self._captured["attention_input"]), attention.num_attention_heads)
             for proj in (attention.q_proj, attention.k_proj)
         )
         patch_keys = k[:, :, 1:].float()

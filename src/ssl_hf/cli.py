@@ -22,13 +22,16 @@ import yaml
 logger = logging.getLogger("ssl_hf")
 
 
-def _method_fields(spec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Own fields (name -> dataclass Field) of the method config and of its ViT backbone config."""
-    from transformers import PreTrainedConfig, ViTConfig
+def _method_fields(spec, backbone_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Own fields (name -> dataclass Field) of the method config and of the backbone's config class."""
+    from transformers import PreTrainedConfig, ResNetConfig, ViTConfig
 
-    base = {f.name for f in dataclasses.fields(PreTrainedConfig)}
+    from ssl_hf.backbones import RESNET_PRESETS, SMALL_STEM_SUFFIX
+
+    base = {f.name for f in dataclasses.fields(PreTrainedConfig)} | {"out_features", "out_indices"}
     method = {f.name: f for f in dataclasses.fields(spec.config_class) if f.name not in base | {"backbone_config"}}
-    backbone = {f.name: f for f in dataclasses.fields(ViTConfig) if f.name not in base}
+    resnet = backbone_name.removesuffix(SMALL_STEM_SUFFIX) in RESNET_PRESETS
+    backbone = {f.name: f for f in dataclasses.fields(ResNetConfig if resnet else ViTConfig) if f.name not in base}
     return method, backbone
 
 
@@ -76,7 +79,7 @@ def _fail(parser: argparse.ArgumentParser, unknown: list[str], known: list[str])
 
 def _pretrain(argv: list[str]) -> None:
     import ssl_hf
-    from ssl_hf.backbones import VIT_PRESETS, backbone_config
+    from ssl_hf.backbones import BACKBONES, backbone_config
     from ssl_hf.training import TrainingArguments, pretrain
     from ssl_hf.training.arguments import TRAINING_FIELDS
 
@@ -84,6 +87,7 @@ def _pretrain(argv: list[str]) -> None:
     head.add_argument("--method")
     head.add_argument("--config")
     head.add_argument("--preset")
+    head.add_argument("--backbone")
     first, _ = head.parse_known_args(argv)
     file_values: dict[str, Any] = {}
     if first.config:
@@ -105,7 +109,8 @@ def _pretrain(argv: list[str]) -> None:
             f"Unknown preset '{preset_name}' for {method_name}; available: {', '.join(spec.presets) or 'none'}."
         )
     file_values = {**spec.presets.get(preset_name, {}), **file_values}  # preset < file < command line
-    method_fields, backbone_fields = _method_fields(spec)
+    backbone_name = first.backbone or file_values.get("backbone") or spec.default_backbone
+    method_fields, backbone_fields = _method_fields(spec, backbone_name)
 
     parser = argparse.ArgumentParser(
         prog="ssl-hf pretrain",
@@ -115,11 +120,13 @@ def _pretrain(argv: list[str]) -> None:
     parser.add_argument("--method", default=method_name, choices=sorted(ssl_hf.METHODS))
     parser.add_argument("--config", help="YAML file of options (command-line flags win).")
     parser.add_argument("--preset", help=f"Paper settings: {', '.join(spec.presets) or 'none'} (file and flags win).")
-    parser.add_argument("--backbone", help=f"Backbone preset: {', '.join(VIT_PRESETS)} (default vit-base).")
+    parser.add_argument(
+        "--backbone", help=f"Backbone preset: {', '.join(BACKBONES)} (default {spec.default_backbone})."
+    )
     sources = (
         ("training", TRAINING_FIELDS),
         (f"{method_name} config", method_fields),
-        ("backbone config (ViTConfig)", backbone_fields),
+        (f"backbone config ({backbone_name})", backbone_fields),
     )
     seen: dict[str, Any] = {}
     for title, fields in sources:
@@ -150,12 +157,11 @@ def _pretrain(argv: list[str]) -> None:
     values = {**file_values, **{k: v for k, v in vars(args).items() if k not in ("method", "config", "preset")}}
 
     training = {k: values.pop(k) for k in list(values) if k in TRAINING_FIELDS}
-    backbone_name = values.pop("backbone", "vit-base")
+    values.pop("backbone", None)
     backbone = {k: values.pop(k) for k in list(values) if k in backbone_fields and k not in method_fields}
+    image_size = backbone.pop("image_size", values.get("image_size", 224))  # a method's image_size sets a ViT's too
     config = spec.config_class(
-        backbone_config=backbone_config(
-            backbone_name, backbone.pop("image_size", 224), backbone.pop("patch_size", 16), **backbone
-        ),
+        backbone_config=backbone_config(backbone_name, image_size, backbone.pop("patch_size", 16), **backbone),
         **values,
     )
     training.setdefault("output_dir", f"runs/{method_name}")

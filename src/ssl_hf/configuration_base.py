@@ -4,7 +4,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .backbones import check_patch_grid
+from .backbones import RESNET_PRESETS, check_patch_grid, is_resnet
 
 
 @strict
@@ -75,3 +75,46 @@ class MaskedAutoencoderConfig(MaskedImageConfig):
     """
 
     norm_pix_loss: bool = True
+
+
+@strict
+class SSLEncoderConfig(PreTrainedConfig):
+    """A method config whose encoder is any stock image backbone giving one global feature (BYOL-style methods).
+
+    Args:
+        backbone_config: `ResNetConfig` (default ResNet-18), `SmallStemResNetConfig` (32x32 images) or `ViTConfig`
+            (the cls token is the feature); a dict with `model_type` or a config.
+        image_size: Side of the training views. Default: the ViT's `image_size`, or 224 for a ResNet.
+    """
+
+    sub_configs_defaults = {
+        "backbone_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="resnet", init_kwargs=RESNET_PRESETS["resnet-18"]
+        )
+    }
+
+    backbone_config: dict | PreTrainedConfig | None = None
+    image_size: int | None = None
+
+    def validate_encoder(self):
+        bb = self.backbone_config
+        if bb.model_type == "vit":
+            if self.image_size is not None and self.image_size != bb.image_size:
+                raise ValueError(
+                    f"image_size={self.image_size} but the ViT backbone is built for {bb.image_size}: set the "
+                    "backbone's image_size (--image_size sets both)."
+                )
+            check_patch_grid(bb.image_size, bb.patch_size)
+        elif not is_resnet(bb):
+            raise ValueError(
+                f"{type(self).__name__} supports ResNet and ViT backbones, got model_type='{bb.model_type}'"
+            )
+        if self.image_size is not None and self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+
+    @property
+    def input_size(self) -> int:
+        """Side of the training views in pixels."""
+        if self.backbone_config.model_type == "vit":
+            return self.backbone_config.image_size
+        return self.image_size or 224

@@ -20,6 +20,7 @@ class MethodSpec:
             (e.g. `base_learning_rate`, `weight_decay`, `adam_beta2`).
         presets: Named paper settings (`--preset NAME`): backbone, config and training fields; anything given in a
             `--config` file or on the command line wins.
+        default_backbone: Backbone preset when none is given (`--backbone`).
     """
 
     name: str
@@ -28,6 +29,7 @@ class MethodSpec:
     views: str
     training_defaults: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_backbone: str = "vit-base"
 
 
 METHODS: dict[str, MethodSpec] = {}

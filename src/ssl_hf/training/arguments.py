@@ -34,7 +34,10 @@ class TrainingArguments:
     warmup_steps: int | None = _arg(None, "Linear warm-up steps (overrides warmup_ratio).")
     warmup_ratio: float | None = _arg(None, "Warm-up as a fraction of max_steps.")
     # optimiser
-    optimizer: Literal["adamw"] = _arg("adamw", "Optimiser (AdamW, fused where available).")
+    optimizer: Literal["adamw", "lars"] | None = _arg(
+        None, "adamw (fused where available) or lars (BYOL-style: no decay or adaptation on biases and norms)."
+    )
+    momentum: float = _arg(0.9, "LARS momentum.")
     weight_decay: float | None = _arg(None, "Weight decay (never on biases, norms, tokens, position tables).")
     adam_beta1: float = _arg(0.9, "AdamW beta1.")
     adam_beta2: float | None = _arg(None, "AdamW beta2.")
@@ -52,7 +55,13 @@ class TrainingArguments:
 
     def resolved(self, defaults: dict[str, Any]) -> "TrainingArguments":
         """Returns a copy where unset (`None`) fields take the method's defaults, then the generic ones."""
-        generic = {"base_learning_rate": 1e-3, "weight_decay": 0.05, "adam_beta2": 0.999, "warmup_ratio": 0.05}
+        generic = {
+            "optimizer": "adamw",
+            "base_learning_rate": 1e-3,
+            "weight_decay": 0.05,
+            "adam_beta2": 0.999,
+            "warmup_ratio": 0.05,
+        }
         values = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -69,7 +78,7 @@ class TrainingArguments:
             (self.gradient_accumulation_steps > 0, "gradient_accumulation_steps must be > 0"),
             (self.save_steps > 0, "save_steps must be > 0"),
             (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision must be one of no, bf16, fp16"),
-            (self.optimizer == "adamw", "optimizer must be 'adamw'"),
+            (self.optimizer in ("adamw", "lars"), "optimizer must be 'adamw' or 'lars'"),
         ]
         for ok, message in checks:
             if not ok:

@@ -23,7 +23,7 @@ from ..data.pipeline import SKIPPED, StreamingViews, ViewsDataset
 from ..data.views import build_views
 from ..registry import MethodSpec
 from .arguments import TrainingArguments
-from .optim import build_adamw, scaled_lr
+from .optim import build_optimizer, scaled_lr
 from .schedules import cosine_with_warmup
 
 
@@ -69,8 +69,9 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     model.prepare_for_pretraining(resumed=resume_dir is not None)
     loader, dataset = _build_loader(spec, model_config, args, accelerator)
     global_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    peak_lr = args.learning_rate or scaled_lr(args.base_learning_rate, global_batch)
-    optimizer = build_adamw(model, peak_lr, args.weight_decay, (args.adam_beta1, args.adam_beta2), accelerator.device)
+    lr_multiplier = getattr(model_config, "learning_rate_multiplier", 1.0)  # e.g. MSBReg: x K views
+    peak_lr = args.learning_rate or scaled_lr(args.base_learning_rate, global_batch) * lr_multiplier
+    optimizer = build_optimizer(args.optimizer, model, peak_lr, args, accelerator.device)
     if args.streaming:
         model, optimizer = accelerator.prepare(model, optimizer)
     else:
@@ -367,6 +368,7 @@ def _run_record(spec, model_config, args, accelerator, peak_lr: float, global_ba
         "derived": {
             "peak_learning_rate": peak_lr,
             "global_batch_size": global_batch,
+            "learning_rate_multiplier": getattr(model_config, "learning_rate_multiplier", 1.0),
             "num_processes": accelerator.num_processes,
             "device": str(accelerator.device),
         },
@@ -376,5 +378,5 @@ def _run_record(spec, model_config, args, accelerator, peak_lr: float, global_ba
             "accelerate": accelerate.__version__,
             "datasets": datasets.__version__,
         },
-        "lr_rule": "peak = learning_rate if given, else base_learning_rate * global_batch / 256",
+        "lr_rule": "peak = learning_rate if given, else base_learning_rate * global_batch / 256 * multiplier",
     }

@@ -1,4 +1,4 @@
-"""Optimiser construction: parameter groups without decay on 1-D params and tokens, fused AdamW, lr scaling."""
+"""Optimiser construction: parameter groups without decay on 1-D params and tokens, fused AdamW or LARS, lr scaling."""
 
 import torch
 from torch import nn
@@ -38,3 +38,12 @@ def build_adamw(
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
     except (RuntimeError, ValueError):  # e.g. a backend without the fused kernel
         return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+
+
+def build_optimizer(name: str, model: nn.Module, lr: float, args, device: torch.device) -> torch.optim.Optimizer:
+    """The optimiser named by `TrainingArguments.optimizer` (`adamw` or `lars`), with the no-decay groups."""
+    if name == "lars":
+        from .lars import build_lars
+
+        return build_lars(model, lr, args.weight_decay, momentum=args.momentum)
+    return build_adamw(model, lr, args.weight_decay, (args.adam_beta1, args.adam_beta2), device)

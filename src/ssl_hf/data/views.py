@@ -153,4 +153,16 @@ def build_views(preset: str, model_config, scale: tuple[float, float] | None = N
     if preset == "mae":
         num_patches = (bb.image_size // bb.patch_size) ** 2
         return MaskedView(bb.image_size, num_patches, scale=scale or (0.2, 1.0))
+    if preset in ("byol", "msbreg"):
+        from .color import MultiView
+
+        # BYOL's asymmetric pair (blur 1.0 / 0.1, solarise 0.0 / 0.2) or MSBReg's single set for every view (Tab. 1)
+        asymmetric = model_config.augmentation == "byol"
+        return MultiView(
+            model_config.input_size,
+            model_config.num_views,
+            scale=scale or (0.08, 1.0),
+            blur_prob=(1.0, 0.1) if asymmetric else (1.0,),
+            solarize_prob=(0.0, 0.2) if asymmetric else (0.2,),
+        )
     raise ValueError(f"Unknown views preset '{preset}'")

@@ -48,11 +48,24 @@ def load_backbone(
         model = AutoModel.from_pretrained(path)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     processor = Path(path) / "preprocessor_config.json"
+    size = getattr(model.config, "image_size", None)  # ViT; a ResNet's input size is in the processor config
     if processor.is_file():
         spec = json.loads(processor.read_text())
         mean, std = spec.get("image_mean", mean), spec.get("image_std", std)
-    size = model.config.image_size
+        size = spec.get("size", {}).get("height") or size
+    if size is None:
+        raise ValueError(f"{path} records no input size: add a preprocessor_config.json (ssl-hf export writes one).")
     return model.eval(), EvalView(size if isinstance(size, int) else size[0], mean, std)
+
+
+def pooled_features(model: PreTrainedModel, pixel_values: Tensor, pool: Pooling = "cls") -> Tensor:
+    """`(B, D)` image features: a ViT's cls token (`pool="cls"`) or mean patch token; a CNN's pooled last stage."""
+    out = model(pixel_values=pixel_values)
+    if out.last_hidden_state.ndim == 4:  # (B, C, h, w) feature map: ResNet and other CNNs
+        pooled = getattr(out, "pooler_output", None)
+        return pooled.flatten(1) if pooled is not None else out.last_hidden_state.mean((2, 3))
+    hidden = out.last_hidden_state
+    return hidden[:, 0] if pool == "cls" else hidden[:, 1:].mean(1)
 
 
 @torch.no_grad()
@@ -69,7 +82,8 @@ def extract_features(
     """Runs the backbone over a dataset split.
 
     Returns:
-        features `(N, D)` float32 on CPU (cls token after the final norm, or mean of patch tokens) and labels `(N,)`
+        features `(N, D)` float32 on CPU (cls token after the final norm, or mean of patch tokens; a CNN's pooled last
+        stage) and labels `(N,)`
         (None if `label_column` is None). Undecodable images are dropped with their labels.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -82,8 +96,7 @@ def extract_features(
         if not keep:  # every image of this batch was unreadable
             continue
         pixels = view([images[i] for i in keep])["pixel_values"].to(device)
-        hidden = model(pixel_values=pixels).last_hidden_state
-        features.append((hidden[:, 0] if pool == "cls" else hidden[:, 1:].mean(1)).float().cpu())
+        features.append(pooled_features(model, pixels, pool).float().cpu())
         if label_column is not None:
             labels.append(torch.as_tensor(rows[label_column].copy())[keep])  # arrow buffers are read-only
     return torch.cat(features), (torch.cat(labels) if labels else None)

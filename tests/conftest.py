@@ -82,8 +82,41 @@ def tiny_tec_config(**overrides):
     return TECConfig(backbone_config=mae.backbone_config, **fields)
 
 
+def tiny_resnet_config(**overrides):
+    """A 4-stage basic-block ResNet with widths 8-16-16-32 (`backbone_config("resnet-18", ...)` overrides)."""
+    from ssl_hf import backbone_config
+
+    fields = dict(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1])
+    fields.update(overrides)
+    return backbone_config("resnet-18", **fields)
+
+
+def tiny_byol_config(**overrides):
+    """BYOL on the tiny ResNet at 32x32 with heads 64 -> 16."""
+    from ssl_hf import BYOLConfig
+
+    fields = dict(backbone_config=tiny_resnet_config(), image_size=32, proj_hidden_dim=64, proj_out_dim=16)
+    fields.update(pred_hidden_dim=64, **overrides)
+    return BYOLConfig(**fields)
+
+
+def tiny_msbreg_config(**overrides):
+    """MSBReg (K = 4, both regularisers on) with the tiny BYOL's backbone and heads."""
+    from ssl_hf import MSBRegConfig
+
+    fields = dict(backbone_config=tiny_resnet_config(), image_size=32, proj_hidden_dim=64, proj_out_dim=16)
+    fields.update(pred_hidden_dim=64, **overrides)
+    return MSBRegConfig(**fields)
+
+
 # one tiny config per registered method: tests/models/test_common.py runs every method through the same checks
-TINY_CONFIGS = {"mae": tiny_mae_config, "asl": tiny_asl_config, "tec": tiny_tec_config}
+TINY_CONFIGS = {
+    "mae": tiny_mae_config,
+    "asl": tiny_asl_config,
+    "tec": tiny_tec_config,
+    "byol": tiny_byol_config,
+    "msbreg": tiny_msbreg_config,
+}
 
 
 @pytest.fixture

@@ -5,9 +5,11 @@
 """
 
 from .backbones import backbone_config
-from .models import asl, mae, tec
+from .models import asl, byol, mae, msbreg, tec
 from .models.asl import ASLConfig, ASLForPreTraining, ASLPreTrainingOutput
+from .models.byol import BYOLConfig, BYOLForPreTraining, EmbeddingPreTrainingOutput
 from .models.mae import MAEConfig, MAEForPreTraining, MAEPreTrainingOutput
+from .models.msbreg import MSBRegConfig, MSBRegForPreTraining
 from .models.tec import TECConfig, TECForPreTraining, TECModel, TECPreTrainingOutput
 from .registry import METHODS, MethodSpec, get_method, register_method
 

@@ -1,5 +1,6 @@
 """Export: the encoder of a pre-training checkpoint as a stock transformers model + processor + model card (D1, D8)."""
 
+import copy
 import json
 import logging
 import os
@@ -9,7 +10,15 @@ from typing import Literal
 import torch
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
-from transformers import AutoModelForPreTraining, Dinov2Config, Dinov2Model, PreTrainedModel, ViTModel
+from transformers import (
+    AutoModelForPreTraining,
+    Dinov2Config,
+    Dinov2Model,
+    PreTrainedModel,
+    ResNetConfig,
+    ResNetModel,
+    ViTModel,
+)
 from transformers import ViTImageProcessorPil as ViTImageProcessor
 
 from .data.views import IMAGENET_MEAN, IMAGENET_STD
@@ -54,20 +63,27 @@ def export_pretrained(
 
         pretrained = AutoModelForPreTraining.from_pretrained(source_dir)
     encoder = pretrained.get_export_backbone()
-    if not isinstance(encoder, ViTModel):
-        raise TypeError(f"Export supports ViT encoders for now, got {type(encoder).__name__}.")
     if keep_adapters:
         if not hasattr(pretrained, "get_adapter_model"):
             raise ValueError(f"--keep_adapters: {type(pretrained).__name__} has no adapters (TEC has).")
         if export_format != "vit":
             raise ValueError("--keep_adapters saves ssl_hf's own format; it cannot be combined with --format dinov2.")
         exported = pretrained.get_adapter_model()
-    else:
+    elif isinstance(encoder, ResNetModel):
+        if export_format != "vit":
+            raise ValueError(
+                f"--format {export_format} is for ViT encoders; a ResNet exports as itself (omit --format)."
+            )
+        exported = copy.deepcopy(encoder).eval()
+        exported.config.architectures = [type(encoder).__name__]
+    elif isinstance(encoder, ViTModel):
         exported = vit_to_dinov2(encoder) if export_format == "dinov2" else vit_with_identity_pooler(encoder)
+    else:
+        raise TypeError(f"Export supports ViT and ResNet encoders, got {type(encoder).__name__}.")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     exported.save_pretrained(out)
-    size = encoder.config.image_size
+    size = input_size(pretrained.config)
     ViTImageProcessor(
         size={"height": size, "width": size}, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), resample=3
     ).save_pretrained(out)
@@ -76,8 +92,23 @@ def export_pretrained(
         training = json.loads((source_dir / "training_args.json").read_text())
         (out / "training_args.json").write_text(json.dumps(training, indent=2) + "\n")
     method = getattr(pretrained.config, "model_type", "ssl_mae").removeprefix("ssl_")
-    render_card(exported, method, training, results, repo_id or out.name).save(out / "README.md")
+    render_card(exported, method, training, results, repo_id or out.name, size).save(out / "README.md")
     return out
+
+
+def input_size(config) -> int:
+    """Training view side of a method config (ViT backbones carry it; ResNet-based configs have `image_size`)."""
+    size = getattr(config, "input_size", None) or getattr(config.backbone_config, "image_size", None)
+    return size if isinstance(size, int) else 224
+
+
+def processor_size(export_dir: str | os.PathLike) -> int | None:
+    """Input side written in an export's `preprocessor_config.json` (None without one)."""
+    path = Path(export_dir) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    size = json.loads(path.read_text()).get("size", {})
+    return size.get("height") or size.get("shortest_edge")
 
 
 def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
@@ -95,7 +126,7 @@ def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
         repo_id = getattr(previous, "model_name", None) or repo_id
         own_tags = [t for t in (previous.tags or []) if t not in ("self-supervised", "ssl_hf")]
         method = method or (own_tags[0] if own_tags else None)
-    card = render_card(model, method or "unknown", training, results, repo_id)
+    card = render_card(model, method or "unknown", training, results, repo_id, processor_size(export_dir))
     card.save(export_dir / "README.md")
     return export_dir / "README.md"
 
@@ -156,7 +187,12 @@ def vit_to_dinov2(encoder: ViTModel) -> Dinov2Model:
 
 
 def render_card(
-    model: PreTrainedModel, method: str, training: dict | None, results: dict | None, repo_id: str
+    model: PreTrainedModel,
+    method: str,
+    training: dict | None,
+    results: dict | None,
+    repo_id: str,
+    image_size: int | None = None,
 ) -> ModelCard:
     """Renders `model_cards/template.md` with `huggingface_hub.ModelCard` (front matter validated by the Hub)."""
     info_path = CARDS_DIR / f"{method}.yaml"
@@ -170,41 +206,58 @@ def render_card(
         datasets=[dataset] if dataset and "/" in dataset else None,
         model_name=repo_id,
     )
-    native = model.config.model_type.startswith("ssl_")  # e.g. TEC's encoder with adapters (--keep_adapters)
+    native = model.config.model_type.startswith("ssl_") and hasattr(model.config, "backbone_config")
     c = model.config.backbone_config if native else model.config
-    is_vit = c.model_type == "vit" and not native
+    resnet = isinstance(c, ResNetConfig)
+    if resnet:
+        details = f"stages {list(c.depths)} ({c.layer_type} blocks), widths {list(c.hidden_sizes)}"
+        feature = "outputs.pooler_output.flatten(1)  # global average pool of the last stage"
+        pooler_note = "Use `pooler_output` (the average-pooled last stage, flattened) as the image feature."
+        image_size = image_size or 224
+    else:
+        details = (
+            f"{c.num_hidden_layers} layers, width {c.hidden_size}, {c.num_attention_heads} heads, patch {c.patch_size}"
+        )
+        feature = "outputs.last_hidden_state[:, 0]  # cls token"
+        image_size = c.image_size
+        pooler_note = (
+            "Use the cls token `last_hidden_state[:, 0]` (or the mean of the patch tokens) as the image feature. "
+        )
+        if native:
+            pooler_note += "`pooler_output` is the cls row of `last_hidden_state` (after the encoder adapter)."
+        elif c.model_type == "vit":
+            pooler_note += "`pooler_output` is `tanh(cls)` through a fixed identity layer (the pooler is not trained)."
+        else:
+            pooler_note += "`pooler_output` is the normalised cls token."
+    plain = "a stock `transformers` model: no `ssl_hf` and no `trust_remote_code` are needed to use it."
     return ModelCard.from_template(
         card_data,
         template_path=str(CARDS_DIR / "template.md"),
         model_name=repo_id,
         repo_id=repo_id,
         model_class=type(model).__name__,
-        architecture=f"ViT ({model.config.model_type} format)",
+        architecture=f"{'ResNet' if resnet else 'ViT'} ({model.config.model_type} format)",
+        architecture_details=details,
+        feature_expression=feature,
         loading_note=(
             "This checkpoint keeps the pre-training adapters in ssl_hf's own format: `import ssl_hf` before loading it "
             "(the plain export of the same run needs neither ssl_hf nor `trust_remote_code`)."
             if native
-            else "The checkpoint is a stock `transformers` model: no `ssl_hf` and no `trust_remote_code` are needed "
-            "to use it."
+            else "This checkpoint is an ssl_hf model type (a ResNet with a small-image stem, which transformers' "
+            "ResNet cannot express): `import ssl_hf` before loading it."
+            if model.config.model_type.startswith("ssl_")
+            else f"The checkpoint is {plain}"
         ),
-        import_line="import ssl_hf  # registers the ssl_hf model types\n" if native else "",
+        import_line="import ssl_hf  # registers the ssl_hf model types\n"
+        if model.config.model_type.startswith("ssl_")
+        else "",
         method_title=info.get("method_title", method),
         paper_short=info.get("paper_short", ""),
         method_summary=info.get("method_summary", ""),
         export_note=info.get("export_note", ""),
-        num_layers=c.num_hidden_layers,
-        hidden_size=c.hidden_size,
-        num_heads=c.num_attention_heads,
-        patch_size=c.patch_size,
-        image_size=c.image_size,
+        image_size=image_size,
         num_params=f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
-        pooler_note=(
-            "`pooler_output` is `tanh(cls)` through a fixed identity layer (the pooler is not trained)."
-            if is_vit
-            else "`pooler_output` is the cls row of `last_hidden_state` (after the encoder adapter)."
-            if native
-            else "`pooler_output` is the normalised cls token."
-        ),
+        pooler_note=pooler_note,
         training_details=_training_section(training),
         evaluation_table=_evaluation_section(results),
         intended_use=info.get("intended_use", ""),

@@ -265,3 +265,26 @@ def test_tec_learns_from_a_previous_export_and_keeps_adapters_on_request(tmp_pat
     assert _exit_code(bad) == 2
     assert "--patch_size 8" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+def test_byol_on_a_resnet_from_the_command_line(no_training):
+    """ResNet flags exist when the backbone is a ResNet; --image_size goes to the method config."""
+    argv = ["pretrain", "--method", "msbreg", "--backbone", "resnet-18-small-stem", "--image_size", "32"]
+    main([*argv, "--hidden_sizes", "[8, 16, 16, 32]", "--embedding_size", "8", "--num_views", "3"])
+    spec, config, args = no_training[-1]
+    assert spec.name == "msbreg"
+    assert config.backbone_config.model_type == "ssl_resnet_small_stem"
+    assert config.backbone_config.hidden_sizes == [8, 16, 16, 32]
+    assert (config.image_size, config.num_views) == (32, 3)
+    main(["pretrain", "--method", "byol", "--backbone", "vit-tiny", "--image_size", "32", "--patch_size", "4"])
+    _, config, _ = no_training[-1]
+    assert config.backbone_config.image_size == config.input_size == 32
+    main(["pretrain", "--method", "byol"])
+    _, config, _ = no_training[-1]
+    assert config.backbone_config.model_type == "resnet"  # BYOL's default backbone
+
+
+def test_optimizer_flag(no_training):
+    main(["pretrain", "--method", "mae", "--optimizer", "lars", "--momentum", "0.8"])
+    _, _, args = no_training[-1]
+    assert (args.optimizer, args.momentum) == ("lars", 0.8)

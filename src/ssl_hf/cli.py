@@ -189,8 +189,8 @@ def _export(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text()) if args.results else None
     out = export_pretrained(args.pretrained, args.output_dir, args.format, results, args.repo_id, args.keep_adapters)
-    what = "encoder with adapters" if args.keep_adapters else f"{args.format} backbone"
-    print(f"Exported {what} to {out}")
+    exported = json.loads((out / "config.json").read_text())
+    print(f"Exported {exported['architectures'][0]} ({exported['model_type']} format) to {out}")
 
 
 def _evaluate(argv: list[str]) -> None:

@@ -97,3 +97,56 @@ def _check_labels(ds: datasets.Dataset, label_column: str, where: str) -> None:
             f"{where}: column '{label_column}' must hold one integer class id per image, found {problem}. "
             "Name the class column with --label_column."
         )
+
+
+def representation_diagnostics(
+    model_path: str,
+    dataset: str = "digits",
+    *,
+    split: str = "test",
+    num_images: int = 1024,
+    image_column: str | None = None,
+    pool: str = "cls",
+    random_init: bool = False,
+    seed: int = 0,
+) -> dict:
+    """Geometry of an exported backbone's features on `num_images` images of a split.
+
+    Alignment (Wang & Isola 2020: mean squared distance of the normalised features of two augmented views of the same
+    image, SimCLR-style views with every colour op) and uniformity (log of the mean Gaussian potential, t = 2) as in
+    MSBReg's Tab. 3, plus the effective rank and the per-dimension std of the normalised features of the plain
+    (evaluation-view) images. Lower alignment is better; lower (more negative) uniformity means a wider spread.
+    """
+    import numpy as np
+    import torch
+
+    from ..data.color import MultiView
+    from .diagnostics import alignment, effective_rank, embedding_std, uniformity
+    from .features import pooled_features
+
+    model, view = load_backbone(model_path, random_init=random_init, seed=seed)
+    source = load_image_source(dataset, split, image_column=image_column)
+    count = min(num_images, len(source.dataset))
+    images, _ = source.read(slice(0, count), [])
+    images = [im for im in images if im is not None]
+    rngs = [np.random.default_rng((seed, 7919, i)) for i in range(len(images))]
+    pairs = MultiView(view.image_size, 2, mean=view.mean, std=view.std)(images, rngs)["pixel_values"]
+    with torch.no_grad():
+        plain = torch.cat(
+            [
+                pooled_features(model, view(images[i : i + 256])["pixel_values"], pool)
+                for i in range(0, len(images), 256)
+            ]
+        )
+        first = torch.cat([pooled_features(model, pairs[i : i + 256, 0], pool) for i in range(0, len(images), 256)])
+        second = torch.cat([pooled_features(model, pairs[i : i + 256, 1], pool) for i in range(0, len(images), 256)])
+    return {
+        "dataset": dataset,
+        "split": split,
+        "num_images": len(images),
+        "backbone": "random-init" if random_init else "pretrained",
+        "alignment": alignment(first, second),
+        "uniformity": uniformity(plain),
+        "effective_rank": effective_rank(plain),
+        "embedding_std": embedding_std(plain),
+    }

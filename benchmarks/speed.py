@@ -5,7 +5,10 @@ Pairs (fused AdamW with the same parameter groups, the same masking noise; MAE d
   - `ASLForPreTraining` (AEE, the default) vs `MAEForPreTraining` (ASL paper Tab. 7: ~1.5x FLOPs), ViT-S/4;
   - `ASLForPreTraining` (DLE) vs `MAEForPreTraining` (paper: ~2x FLOPs), ViT-S/4;
   - ASL (AEE) vs MAE at the paper's ViT-B/16 at 224 (batch 8 on CPU), where the encoder/decoder balance is the
-    paper's.
+    paper's;
+  - MSBReg (K = 4 and K = 8) vs BYOL (K = 2), ResNet-18 at 32 px, batch 64, LARS + EMA update (expected ~K/2);
+  - TEC vs MAE, ViT-S/4 and ViT-B/16: the same encoder and batch, each method's own decoder (TEC 2 x 512, MAE
+    8 x 512), TEC's base model a same-size ViT (its forward on the full image is part of TEC's step; spec: ~1.5x).
 After a warm-up, the two step functions of a pair alternate for `--repeats` rounds of `--steps` steps (who goes first
 alternates too); the median step time of each gives its throughput and the ratio. fp32 and bf16 autocast.
 
@@ -22,10 +25,23 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from transformers import ViTMAEForPreTraining
+from transformers import ViTMAEForPreTraining, ViTModel
 
 import ssl_hf
-from ssl_hf import ASLConfig, ASLForPreTraining, MAEConfig, MAEForPreTraining, backbone_config
+from ssl_hf import (
+    ASLConfig,
+    ASLForPreTraining,
+    BYOLConfig,
+    BYOLForPreTraining,
+    MAEConfig,
+    MAEForPreTraining,
+    MSBRegConfig,
+    MSBRegForPreTraining,
+    TECConfig,
+    TECForPreTraining,
+    backbone_config,
+)
+from ssl_hf.training.lars import build_lars
 from ssl_hf.training.optim import build_adamw
 
 
@@ -45,6 +61,29 @@ def _asl(setting: dict, augmentation: str) -> ASLForPreTraining:
     return ASLForPreTraining(ASLConfig(backbone_config=bb, feature_augmentation=augmentation))
 
 
+def _tec(setting: dict) -> TECForPreTraining:
+    """TEC with its paper defaults (decoder 2 x 512) learning from a same-size ViT (random weights: timing only)."""
+    torch.manual_seed(0)
+    bb = backbone_config(setting["backbone"], setting["image_size"], setting["patch_size"])
+    topk = 15 if setting["patch_size"] == 16 else 5  # Tab. 14 / preset tec-vits4-cifar
+    return TECForPreTraining(TECConfig(backbone_config=bb, attention_topk=topk), base_model=ViTModel(bb))
+
+
+RESNET = {"backbone": "resnet-18", "image_size": 32}  # BYOL / MSBReg: ResNet-18 at 32 px (byol_tiny.yaml)
+
+
+def _byol(setting: dict) -> BYOLForPreTraining:
+    torch.manual_seed(0)
+    heads = dict(proj_hidden_dim=512, proj_out_dim=128, pred_hidden_dim=512)
+    return BYOLForPreTraining(BYOLConfig(backbone_config=backbone_config(setting["backbone"]), image_size=32, **heads))
+
+
+def _msbreg(setting: dict, views: int) -> MSBRegForPreTraining:
+    torch.manual_seed(0)
+    bb = backbone_config(setting["backbone"])
+    return MSBRegForPreTraining(MSBRegConfig(backbone_config=bb, image_size=setting["image_size"], num_views=views))
+
+
 def _transformers_twin(model: MAEForPreTraining) -> ViTMAEForPreTraining:
     twin = ViTMAEForPreTraining(model.config.to_vit_mae_config())
     twin.load_state_dict({k.replace("backbone.", "vit.", 1): v for k, v in model.state_dict().items()})
@@ -57,6 +96,10 @@ PAIRS = {
     "asl-aee-vs-mae": (SMALL, "MAE", _mae, "ASL (AEE)", lambda s: _asl(s, "aee")),
     "asl-dle-vs-mae": (SMALL, "MAE", _mae, "ASL (DLE)", lambda s: _asl(s, "dle")),
     "asl-aee-vs-mae-vitb16": (BASE, "MAE", _mae, "ASL (AEE)", lambda s: _asl(s, "aee")),
+    "tec-vs-mae": (SMALL, "MAE", _mae, "TEC", _tec),
+    "tec-vs-mae-vitb16": (BASE, "MAE", _mae, "TEC", _tec),
+    "msbreg-k4-vs-byol": (RESNET, "BYOL (K = 2)", _byol, "MSBReg (K = 4)", lambda s: _msbreg(s, 4)),
+    "msbreg-k8-vs-byol": (RESNET, "BYOL (K = 2)", _byol, "MSBReg (K = 8)", lambda s: _msbreg(s, 8)),
 }
 
 
@@ -69,7 +112,11 @@ def build(pair: str) -> dict:
 
 def make_step(model, precision: str):
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    optimizer = build_adamw(model, 1e-4, 0.05, (0.9, 0.95), torch.device("cpu"))
+    k_views = hasattr(model.config, "num_views")  # BYOL / MSBReg: LARS and the EMA update, as in training
+    if k_views:
+        optimizer = build_lars(model, 1.0, 1e-5)
+    else:
+        optimizer = build_adamw(model, 1e-4, 0.05, (0.9, 0.95), torch.device("cpu"))
     is_transformers = isinstance(model, ViTMAEForPreTraining)
     model.train()
 
@@ -77,31 +124,43 @@ def make_step(model, precision: str):
         with autocast:
             if is_transformers:
                 out = model(pixel_values=pixel_values, noise=noise)
+            elif noise is None:
+                out = model(pixel_values)
             else:
                 out = model(pixel_values, noise=noise)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if k_views:
+            model.post_optimizer_step(1, 100)
 
     return step
+
+
+def inputs(model, batch_size: int, size: int) -> tuple:
+    """`(pixels, noise)` for masked models, `(views, None)` with `(B, K, 3, S, S)` views for K-view models."""
+    config = model.config
+    if hasattr(config, "num_views"):
+        return torch.randn(batch_size, config.num_views, 3, size, size), None
+    L = (size // config.backbone_config.patch_size) ** 2
+    return torch.randn(batch_size, 3, size, size), torch.rand(batch_size, L)
 
 
 def measure(pair: str, precision: str, args) -> dict:
     setting = PAIRS[pair][0]
     size, batch_size = setting["image_size"], setting.get("batch_size", args.batch_size)
     models = build(pair)
-    L = (size // setting["patch_size"]) ** 2
-    batches = [(torch.randn(batch_size, 3, size, size), torch.rand(batch_size, L)) for _ in range(4)]
+    batches = {name: [inputs(model, batch_size, size) for _ in range(4)] for name, model in models.items()}
     steps = {name: make_step(model, precision) for name, model in models.items()}
     for name in steps:  # warm-up: allocator, autocast caches, fused kernels
         for i in range(args.warmup):
-            steps[name](*batches[i % len(batches)])
+            steps[name](*batches[name][i % 4])
     times = {name: [] for name in steps}
     for r in range(args.repeats):
         for name in list(steps) if r % 2 == 0 else list(reversed(steps)):
             start = time.perf_counter()
             for i in range(args.steps):
-                steps[name](*batches[i % len(batches)])
+                steps[name](*batches[name][i % 4])
             times[name].append((time.perf_counter() - start) / args.steps)
     (a, b), medians = list(steps), {name: statistics.median(t) for name, t in times.items()}
     rounds = [tb / ta for ta, tb in zip(times[a], times[b])]

@@ -265,3 +265,37 @@ def test_layernorm_heads_byol_collapses_msbreg_does_not(tmp_path):
     assert effective_rank(byol) < 2
     assert embedding_std(msbreg) > 0.08
     assert effective_rank(msbreg) > 3
+
+
+def test_msbreg_resume_continues_exactly(tmp_path, monkeypatch):
+    """The EMA target, the momentum schedule and the Brownian draws all survive a kill and resume."""
+    from accelerate.state import AcceleratorState
+
+    from ssl_hf.training import loop as loop_module
+
+    spec = get_method("msbreg")
+
+    def args(name, **overrides):
+        fields = dict(dataset="digits", output_dir=str(tmp_path / name), max_steps=4, batch_size=8, save_steps=2)
+        return TrainingArguments(**{**fields, "learning_rate": 1.0, "warmup_steps": 1, **overrides})
+
+    pretrain(spec, tiny_msbreg_config(), args("full"))
+    real_save = loop_module.save_checkpoint
+
+    def save_then_die(accelerator, out, state, keep):
+        real_save(accelerator, out, state, keep)
+        raise KeyboardInterrupt("simulated kill after the first checkpoint")
+
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(spec, tiny_msbreg_config(), args("resumed"))
+    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    AcceleratorState._reset_state(True)
+    pretrain(spec, tiny_msbreg_config(), args("resumed", resume_from_checkpoint="latest"))
+
+    def losses(name):
+        return [json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    full, resumed = losses("full"), losses("resumed")
+    assert len(resumed) == 4
+    assert resumed == pytest.approx(full, abs=1e-6)

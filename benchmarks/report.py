@@ -110,6 +110,15 @@ def quality_section(path: Path) -> str:
                 checks.append(f"| {claim} | {protocol} | {diff:+.2f} points (seed std {noise:.2f}) | {verdict} |")
     if checks:
         lines += ["", "| paper claim | protocol | measured difference | outcome |", "|---|---|---|---|", *checks]
+    controls = sorted(path.parent.glob("quality_*.json"))  # other budgets, e.g. a compute-matched MAE
+    for control in controls:
+        other = json.loads(control.read_text())
+        for key, entry in other["summary_top1"].items():
+            run, protocol = key.split("/")
+            lines.append(
+                f"\nControl (`{control.name}`): {run} with {other['max_steps']} steps, {protocol} "
+                f"{100 * entry['mean']:.2f} % ({entry['n']} seed{'s' if entry['n'] > 1 else ''})."
+            )
     return "\n".join(lines)
 
 

@@ -266,9 +266,8 @@ class TECForPreTraining(TECPreTrainedModel):
             )
         elif os.path.isdir(config.base_model):  # record where it is, so a resume from another folder finds it
             config.base_model = os.path.abspath(config.base_model)
-        if (
-            base_model is None and config.base_hidden_size is None
-        ):  # read only the base model's config; weights are loaded on first use
+        if base_model is None and config.base_hidden_size is None:
+            # read only the base model's config; its weights are loaded on first use
             self._record_base(
                 BaseModelInfo.from_config(read_base_config(config.base_model, config.base_model_revision))
             )

@@ -44,11 +44,14 @@ RUNS = {
     "byol": [],
     "msbreg-k4": ["--method", "msbreg", "--num_views", "4", "--learning_rate", "10.0"],
     "msbreg-k8": ["--method", "msbreg", "--num_views", "8", "--learning_rate", "20.0"],
+    # the same at a 10x lower peak lr (at lr 5 BYOL's features collapsed to effective rank ~2.5 on digits)
+    "byol-lr0.5": ["--learning_rate", "0.5"],
+    "msbreg-k4-lr1": ["--method", "msbreg", "--num_views", "4", "--learning_rate", "1.0"],
 }
 BASE_RUN = {"tec-mae": "mae", "tec-tec-mae": "tec-mae"}  # runs whose export is the base model of another
 CONFIGS = {  # base config of each run (default: mae_tiny.yaml)
     **dict.fromkeys(("tec-mae", "tec-tec-mae"), TEC_CONFIG),
-    **dict.fromkeys(("byol", "msbreg-k4", "msbreg-k8"), BYOL_CONFIG),
+    **dict.fromkeys(("byol", "msbreg-k4", "msbreg-k8", "byol-lr0.5", "msbreg-k4-lr1"), BYOL_CONFIG),
 }
 DEFAULT_RUNS = ("mae", "asl-aee", "asl-dle")
 

@@ -54,6 +54,7 @@ CLAIMS = [
     ("tec-tec-mae", "tec-mae", "a second TEC round surpasses its TEC base (paper Tab. 10)"),
     ("msbreg-k4", "byol", "MSBReg K = 4 > BYOL (supplement Tab. 5)"),
     ("msbreg-k8", "byol", "MSBReg K = 8 > BYOL (supplement Tab. 5)"),
+    ("msbreg-k4-lr1", "byol-lr0.5", "MSBReg K = 4 > BYOL, 10x lower lr (supplement Tab. 5)"),
 ]
 
 

@@ -299,3 +299,32 @@ def test_msbreg_resume_continues_exactly(tmp_path, monkeypatch):
     full, resumed = losses("full"), losses("resumed")
     assert len(resumed) == 4
     assert resumed == pytest.approx(full, abs=1e-6)
+
+
+_FRESH = """
+import sys, json, torch
+from transformers import AutoModel
+model, info = AutoModel.from_pretrained(sys.argv[1], output_loading_info=True)
+x = torch.load(sys.argv[2])
+torch.save(model.eval()(x).pooler_output, sys.argv[3])
+print(json.dumps({"class": type(model).__name__, "missing": sorted(info["missing_keys"]), "ssl_hf": "ssl_hf" in sys.modules}))
+"""
+
+
+def test_resnet_export_loads_in_a_fresh_process_without_ssl_hf(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    model = BYOLForPreTraining(tiny_byol_config()).eval()
+    model.save_pretrained(tmp_path / "final")
+    export_pretrained(tmp_path / "final", tmp_path / "export")
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = [sys.executable, "-c", _FRESH, str(tmp_path / "export"), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")]
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"class": "ResNetModel", "missing": [], "ssl_hf": False}
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "y.pt"), model.backbone(x).pooler_output)

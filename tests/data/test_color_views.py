@@ -307,3 +307,42 @@ def test_color_params_interleave():
     flat = augment.params(u.reshape(6, -1))
     for name in ("jitter", "order", "factors", "grayscale", "blur", "sigma", "solarize"):
         assert torch.equal(getattr(merged, name), getattr(flat, name))
+
+
+# ------------------------------------------------------------------------------------------ DINO multi-crop
+
+
+def _rngs(n, seed=0):
+    return [np.random.default_rng((seed, i)) for i in range(n)]
+
+
+def test_multicrop_shapes_and_determinism():
+    from ssl_hf.data.color import MultiCrop
+
+    images = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8) for _ in range(3)]
+    crops = MultiCrop(32, 16, 6)
+    out = crops(images, _rngs(3))
+    assert out["pixel_values"].shape == (3, 2, 3, 32, 32)
+    assert out["local_pixel_values"].shape == (3, 6, 3, 16, 16)
+    again = crops(images, _rngs(3))
+    assert all(torch.equal(out[k], again[k]) for k in out)
+    alone = crops(images[1:2], _rngs(3)[1:2])  # a sample's crops do not depend on its batch
+    assert torch.equal(alone["local_pixel_values"][0], out["local_pixel_values"][1])
+    assert "local_pixel_values" not in MultiCrop(32, 16, 0)(images, _rngs(3))
+
+
+def test_multicrop_scales_and_dino_colour_schedule():
+    from ssl_hf.data.color import MultiCrop
+
+    crops = MultiCrop(32, 16, 4, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4))
+    images = [torch.zeros(3, 64, 64, dtype=torch.uint8)] * 400
+    rngs = _rngs(400, seed=3)
+    g_boxes, _, g_params = crops.globals.draw(images, rngs)
+    l_boxes, _, l_params = crops.locals.draw(images, rngs)  # drawn after the globals, as in __call__
+    g_area = np.array([h * w for _, _, h, w in g_boxes]) / 64**2
+    l_area = np.array([h * w for _, _, h, w in l_boxes]) / 64**2
+    assert g_area.min() >= 0.35 and l_area.max() <= 0.45  # rounding of the box sides
+    blur, solarize = g_params.blur.view(400, 2).float().mean(0), g_params.solarize.view(400, 2).float().mean(0)
+    assert blur[0] == 1.0 and abs(blur[1] - 0.1) < 0.05  # global 1: always blurred; global 2: p = 0.1
+    assert solarize[0] == 0.0 and abs(solarize[1] - 0.2) < 0.06
+    assert abs(l_params.blur.float().mean() - 0.5) < 0.05 and not l_params.solarize.any()

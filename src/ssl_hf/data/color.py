@@ -378,3 +378,48 @@ class MultiView:
         crops = resized_crops([im for im in images for _ in range(self.num_views)], boxes, flips, self.image_size)
         pixels = normalize(apply_color(crops, params), self.mean, self.std)
         return {"pixel_values": pixels.view(len(images), self.num_views, *pixels.shape[1:])}
+
+
+class MultiCrop:
+    """DINO's multi-crop: 2 global crops at `image_size` and `num_local` local crops at `local_size`, per image.
+
+    Colour ops as DINO (and SelfPatch): jitter 0.8, grayscale 0.2 on every crop; global crop 1 blur 1.0; global crop 2
+    blur 0.1 and solarisation 0.2; local crops blur 0.5. Each resolution is one `MultiView` pass (one batched crop
+    call and one colour pass for all crops of that size), so the work per batch does not grow with Python loops over
+    crops. Draws come from the sample's generator: first the global crops, then the local ones.
+
+    Returns `{"pixel_values": (B, 2, 3, S, S), "local_pixel_values": (B, n, 3, s, s)}` (no local key when n = 0).
+
+    Args:
+        image_size: Side `S` of the global crops.
+        local_size: Side `s` of the local crops.
+        num_local: Local crops per image `n`.
+        global_scale: Area range of the global crops (DINO (0.4, 1); SelfPatch's code (0.25, 1)).
+        local_scale: Area range of the local crops (DINO (0.05, 0.4)).
+        mean: Normalisation mean.
+        std: Normalisation std.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        local_size: int,
+        num_local: int,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.4),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
+        if num_local < 0:
+            raise ValueError(f"num_local must be >= 0, got {num_local}")
+        norm = dict(mean=mean, std=std)
+        self.globals = MultiView(image_size, 2, global_scale, blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2), **norm)
+        self.locals = None
+        if num_local:
+            self.locals = MultiView(local_size, num_local, local_scale, blur_prob=(0.5,), solarize_prob=(0.0,), **norm)
+
+    def __call__(self, images: Sequence[Tensor], rngs: Sequence[np.random.Generator]) -> dict[str, Tensor]:
+        out = self.globals(images, rngs)
+        if self.locals is not None:
+            out["local_pixel_values"] = self.locals(images, rngs)["pixel_values"]
+        return out

@@ -131,15 +131,14 @@ def representation_diagnostics(
     images = [im for im in images if im is not None]
     rngs = [np.random.default_rng((seed, 7919, i)) for i in range(len(images))]
     pairs = MultiView(view.image_size, 2, mean=view.mean, std=view.std)(images, rngs)["pixel_values"]
-    with torch.no_grad():
-        plain = torch.cat(
-            [
-                pooled_features(model, view(images[i : i + 256])["pixel_values"], pool)
-                for i in range(0, len(images), 256)
-            ]
-        )
-        first = torch.cat([pooled_features(model, pairs[i : i + 256, 0], pool) for i in range(0, len(images), 256)])
-        second = torch.cat([pooled_features(model, pairs[i : i + 256, 1], pool) for i in range(0, len(images), 256)])
+    chunks = range(0, len(images), 256)
+
+    def embed(batches) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([pooled_features(model, pixels, pool) for pixels in batches])
+
+    plain = embed(view(images[i : i + 256])["pixel_values"] for i in chunks)
+    first, second = (embed(pairs[i : i + 256, k] for i in chunks) for k in (0, 1))
     return {
         "dataset": dataset,
         "split": split,

@@ -23,7 +23,6 @@ from ...modeling_base import MaskedAutoencoderPreTrainedModel
 from .base_model import (
     BaseModelInfo,
     BaseModelTargets,
-    freeze,
     gather_rows,
     load_base_encoder,
     read_base_config,
@@ -257,7 +256,7 @@ class TECForPreTraining(TECPreTrainedModel):
         self._base_targets: BaseModelTargets | None = None
         if base_model is not None:
             encoder = base_model.get_export_backbone() if hasattr(base_model, "get_export_backbone") else base_model
-            self._base_targets = BaseModelTargets(freeze(encoder), config.teacher_last_layers)
+            self._base_targets = BaseModelTargets(encoder, config.teacher_last_layers)  # freezes it
             self._record_base(self._base_targets.info)
         elif config.base_model is None:
             raise ValueError(

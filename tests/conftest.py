@@ -109,6 +109,38 @@ def tiny_msbreg_config(**overrides):
     return MSBRegConfig(**fields)
 
 
+def _tiny_self_distillation_fields(overrides: dict) -> dict:
+    from ssl_hf import backbone_config
+
+    backbone = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    backbone.update(overrides.pop("backbone", {}))
+    fields = dict(
+        backbone_config=backbone_config("vit-tiny", 32, 8, **backbone),
+        out_dim=64,
+        head_hidden_dim=32,
+        head_bottleneck_dim=16,
+        num_local_crops=2,
+        local_crop_size=16,
+        freeze_last_layer_fraction=0.0,  # every parameter learns from step 0 (tested separately)
+    )
+    fields.update(overrides)
+    return fields
+
+
+def tiny_dino_config(**overrides):
+    """DINO on the tiny MAE's ViT (32x32, patch 8), heads 32 -> 16 -> 64, 2 global + 2 local 16-px crops."""
+    from ssl_hf import DINOConfig
+
+    return DINOConfig(**_tiny_self_distillation_fields(overrides))
+
+
+def tiny_selfpatch_config(**overrides):
+    """SelfPatch with the tiny DINO's backbone, crops and heads; patch head 32 prototypes, k = 4."""
+    from ssl_hf import SelfPatchConfig
+
+    return SelfPatchConfig(**_tiny_self_distillation_fields({"patch_out_dim": 32, **overrides}))
+
+
 # one tiny config per registered method: tests/models/test_common.py runs every method through the same checks
 TINY_CONFIGS = {
     "mae": tiny_mae_config,
@@ -116,6 +148,8 @@ TINY_CONFIGS = {
     "tec": tiny_tec_config,
     "byol": tiny_byol_config,
     "msbreg": tiny_msbreg_config,
+    "dino": tiny_dino_config,
+    "selfpatch": tiny_selfpatch_config,
 }
 
 

@@ -4,7 +4,16 @@ from difflib import get_close_matches
 from typing import Any
 
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, ResNetConfig, ResNetModel, ViTConfig, ViTModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    PreTrainedConfig,
+    ResNetConfig,
+    ResNetModel,
+    SiglipVisionConfig,
+    ViTConfig,
+    ViTModel,
+)
 from transformers.models.resnet.modeling_resnet import ResNetConvLayer
 
 
@@ -118,6 +127,28 @@ def backbone_config(name: str, image_size: int = 224, patch_size: int = 16, **ov
     )
     fields.update(overrides)
     return ViTConfig(**fields)
+
+
+def cls_free_vit_config(config: ViTConfig) -> SiglipVisionConfig:
+    """The `SiglipVisionConfig` of a ViT without cls token and without attention-pooling head.
+
+    transformers' `SiglipVisionModel` is a plain ViT whose sequence holds only the patch tokens (learned position
+    table, interpolable), pre-norm blocks with qkv biases and a final LayerNorm: the architecture of SelfPatch's
+    backbone. Width, depth, heads, MLP, activation, LayerNorm epsilon and the patch grid are taken from `config`.
+    """
+    return SiglipVisionConfig(
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_channels=config.num_channels,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        hidden_act=config.hidden_act,
+        layer_norm_eps=config.layer_norm_eps,
+        attention_dropout=config.attention_probs_dropout_prob,
+        vision_use_head=False,
+    )
 
 
 def check_patch_grid(image_size: int, patch_size: int) -> None:

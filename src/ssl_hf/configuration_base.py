@@ -118,3 +118,81 @@ class SSLEncoderConfig(PreTrainedConfig):
         if self.backbone_config.model_type == "vit":
             return self.backbone_config.image_size
         return self.image_size or 224
+
+
+@strict
+class SelfDistillationConfig(SSLViTConfig):
+    """Fields of DINO-style self-distillation (DINO, SelfPatch).
+
+    Heads, temperatures, centring, the EMA teacher and multi-crop.
+
+    Args:
+        backbone_config: The ViT (see `SSLViTConfig`); its `image_size` is the global-crop size.
+        out_dim: Prototypes `K` of the image head (DINO: 65536).
+        head_hidden_dim: Head MLP width (2048).
+        head_bottleneck_dim: Head width before the weight-normalised last layer (256).
+        head_num_layers: Linear layers of the head before the last layer (3).
+        use_bn_in_head: BatchNorm in the head MLP (DINO: False for ViTs).
+        norm_last_layer: Freeze the weight-norm gain of the last layer at 1 (DINO's default).
+        freeze_last_layer_fraction: Fraction of the run during which the last layer gets no gradient (DINO: the first
+            epoch; 0.01 = 1 epoch of 100).
+        student_temp: Student temperature tau_s.
+        teacher_temp: Teacher temperature after the warm-up.
+        warmup_teacher_temp: Teacher temperature at step 0.
+        teacher_temp_warmup_fraction: Fraction of the run over which tau_t goes linearly from `warmup_teacher_temp` to
+            `teacher_temp` (DINO's code default 0; its ViT-S recipe 30 of 300 epochs = 0.1).
+        center_momentum: EMA momentum of the centre.
+        ema_base: Teacher momentum at the start; it follows a cosine to 1 over the run.
+        num_local_crops: Local crops per image (DINO: 8).
+        local_crop_size: Side of the local crops in pixels (DINO: 96 for 224 global crops).
+        global_crop_min_scale: Global crops cover (min_scale, 1) of the image area, local crops (local_crop_min_scale,
+            global_crop_min_scale) (DINO: 0.4).
+        local_crop_min_scale: Smallest area fraction of a local crop (DINO: 0.05).
+    """
+
+    out_dim: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_num_layers: int = 3
+    use_bn_in_head: bool = False
+    norm_last_layer: bool = True
+    freeze_last_layer_fraction: float = 0.01
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    teacher_temp_warmup_fraction: float = 0.0
+    center_momentum: float = 0.9
+    ema_base: float = 0.996
+    num_local_crops: int = 8
+    local_crop_size: int = 96
+    global_crop_min_scale: float = 0.4
+    local_crop_min_scale: float = 0.05
+
+    def validate_self_distillation(self):
+        for name in ("out_dim", "head_hidden_dim", "head_bottleneck_dim", "head_num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("freeze_last_layer_fraction", "teacher_temp_warmup_fraction", "center_momentum", "ema_base"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.num_local_crops < 0:
+            raise ValueError(f"num_local_crops must be >= 0, got {self.num_local_crops}")
+        if not 0 < self.local_crop_min_scale <= self.global_crop_min_scale <= 1:
+            raise ValueError(
+                "crop scales must satisfy 0 < local_crop_min_scale <= global_crop_min_scale <= 1, got "
+                f"{self.local_crop_min_scale} and {self.global_crop_min_scale}"
+            )
+        patch = self.backbone_config.patch_size
+        if self.num_local_crops and self.local_crop_size % patch:
+            raise ValueError(
+                f"local_crop_size={self.local_crop_size} is not a multiple of the patch size {patch}: local crops are "
+                f"cut into patches too. Use e.g. {max(patch, self.local_crop_size // patch * patch)}."
+            )
+
+    @property
+    def input_size(self) -> int:
+        """Side of the global crops (the export's input size)."""
+        return self.backbone_config.image_size

@@ -17,6 +17,7 @@ from transformers import (
     PreTrainedModel,
     ResNetConfig,
     ResNetModel,
+    SiglipVisionModel,
     ViTModel,
 )
 from transformers import ViTImageProcessorPil as ViTImageProcessor
@@ -78,6 +79,14 @@ def export_pretrained(
         exported.config.architectures = [type(encoder).__name__]
     elif isinstance(encoder, ViTModel):
         exported = vit_to_dinov2(encoder) if export_format == "dinov2" else vit_with_identity_pooler(encoder)
+    elif isinstance(encoder, SiglipVisionModel):  # a ViT without cls token (SelfPatch)
+        if export_format != "vit":
+            raise ValueError(
+                "--format dinov2 needs a cls token; this encoder has none and exports as a SiglipVisionModel "
+                "(omit --format)."
+            )
+        exported = copy.deepcopy(encoder).eval()
+        exported.config.architectures = [type(encoder).__name__]
     else:
         raise TypeError(f"Export supports ViT and ResNet encoders, got {type(encoder).__name__}.")
     out = Path(output_dir)
@@ -209,6 +218,7 @@ def render_card(
     native = model.config.model_type.startswith("ssl_") and hasattr(model.config, "backbone_config")
     c = model.config.backbone_config if native else model.config
     resnet = isinstance(c, ResNetConfig)
+    cls_free = c.model_type == "siglip_vision_model"
     if resnet:
         details = f"stages {list(c.depths)} ({c.layer_type} blocks), widths {list(c.hidden_sizes)}"
         feature = "outputs.pooler_output.flatten(1)  # global average pool of the last stage"
@@ -223,7 +233,14 @@ def render_card(
         pooler_note = (
             "Use the cls token `last_hidden_state[:, 0]` (or the mean of the patch tokens) as the image feature. "
         )
-        if native:
+        if cls_free:
+            feature = "outputs.last_hidden_state.mean(1)  # mean of the patch tokens (there is no cls token)"
+            pooler_note = (
+                "The encoder has no cls token: `last_hidden_state` holds one token per patch (after the final "
+                "LayerNorm), for dense tasks; their mean is the image feature. `pooler_output` is None (no "
+                "attention-pooling head)."
+            )
+        elif native:
             pooler_note += "`pooler_output` is the cls row of `last_hidden_state` (after the encoder adapter)."
         elif c.model_type == "vit":
             pooler_note += "`pooler_output` is `tanh(cls)` through a fixed identity layer (the pooler is not trained)."

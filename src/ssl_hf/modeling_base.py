@@ -1,11 +1,14 @@
 """What every `<M>PreTrainedModel` shares: the model contract of DESIGN D3."""
 
+import copy
 from functools import partial, reduce
 
 import torch
-from torch import nn
+from accelerate.utils import reduce as reduce_across_processes
+from torch import Tensor, nn
 from transformers import PreTrainedModel, ViTModel
 
+from .layers.ema import cosine_momentum, ema_update_
 from .layers.mae_decoder import MAEDecoder
 from .layers.vit import init_mae_style
 
@@ -91,3 +94,75 @@ class MaskedAutoencoderPreTrainedModel(SSLPreTrainedModel):
         # (`transformers.initialization` functions skip tensors loaded from a checkpoint).
         self.backbone.apply(partial(init_mae_style, initializer_range=self.config.backbone_config.initializer_range))
         self.freeze_fixed_parameters()
+
+
+class SelfDistillationPreTrainedModel(SSLPreTrainedModel):
+    """Shared plumbing of DINO-style models: an EMA teacher, running centres of its outputs and the schedules.
+
+    Subclasses build their student modules, list them in `_student_modules`, call `_finish_init()` (which copies the
+    student into frozen `teacher_<name>` modules) and, in `forward`, call `_accumulate_center(name, logits)` for each
+    centre in `_centers`. `post_optimizer_step` then updates the teacher (cosine momentum from `ema_base` to 1), every
+    centre (`c <- m c + (1 - m) mean`, the mean over all micro-batches of the step and all processes) and the training
+    progress that drives the teacher temperature and the frozen last layer. Centres and progress are persistent
+    buffers, so checkpoints resume exactly.
+    """
+
+    _student_modules: tuple[str, ...] = ()
+    _centers: tuple[str, ...] = ("center",)
+
+    def _init_weights(self, module):
+        """Heads initialise themselves (trunc_normal 0.02, as DINO); the ViT keeps transformers' init (the same)."""
+
+    def _register_schedules(self, center_dims: dict[str, int]) -> None:
+        for name, dim in center_dims.items():
+            self.register_buffer(name, torch.zeros(dim))
+        self.register_buffer("progress", torch.zeros(()))  # optimiser steps done / total steps
+        self._pending: dict[str, list[Tensor]] = {name: [] for name in center_dims}
+
+    def _finish_init(self) -> None:
+        self.post_init()
+        for name in self._student_modules:
+            setattr(self, f"teacher_{name}", copy.deepcopy(getattr(self, name)))
+        self._fixed_parameters = tuple(
+            name
+            for name, p in self.named_parameters()
+            if name.startswith("teacher_") or (name.endswith("last_layer.gain") and not p.requires_grad)
+        )
+        self.freeze_fixed_parameters()
+
+    def _teacher_student_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
+        teacher, student = [], []
+        for name in self._student_modules:
+            teacher += list(getattr(self, f"teacher_{name}").parameters())
+            student += list(getattr(self, name).parameters())
+        return teacher, student
+
+    def teacher_temperature(self) -> float:
+        """tau_t now: linear from `warmup_teacher_temp` to `teacher_temp` over the warm-up fraction, then constant."""
+        c, progress = self.config, float(self.progress)
+        if c.teacher_temp_warmup_fraction > 0 and progress < c.teacher_temp_warmup_fraction:
+            return c.warmup_teacher_temp + (c.teacher_temp - c.warmup_teacher_temp) * (
+                progress / c.teacher_temp_warmup_fraction
+            )
+        return c.teacher_temp
+
+    def last_layer_frozen(self) -> bool:
+        """True while the heads' last layers get no gradient (DINO: the first epoch)."""
+        return self.training and float(self.progress) < self.config.freeze_last_layer_fraction
+
+    def _accumulate_center(self, name: str, batch_mean: Tensor) -> None:
+        """Remembers this micro-batch's mean teacher output for the centre update after the optimiser step."""
+        if self.training:
+            self._pending[name].append(batch_mean.detach())
+
+    @torch.no_grad()
+    def post_optimizer_step(self, step: int, max_steps: int) -> None:
+        """EMA update of the teacher, then of every centre, then the progress of the schedules."""
+        ema_update_(*self._teacher_student_pairs(), cosine_momentum(step, max_steps, self.config.ema_base))
+        m = self.config.center_momentum
+        for name, pending in self._pending.items():
+            if pending:
+                mean = reduce_across_processes(torch.stack(pending).mean(0), "mean")  # DINO all-reduces the mean
+                getattr(self, name).mul_(m).add_(mean.to(getattr(self, name).dtype), alpha=1 - m)
+            pending.clear()
+        self.progress.fill_(step / max(max_steps, 1))

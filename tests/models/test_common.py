@@ -24,8 +24,12 @@ def method(request):
 
 
 def _inputs(model, batch=2):
-    """Random model inputs as positional arguments: `(pixels, noise)` for masked models, `(views,)` for K-view ones."""
+    """Random model inputs as positional arguments: `(pixels, noise)` for masked models, `(views,)` for K-view ones,
+    `(global crops, local crops)` for multi-crop ones."""
     config = model.config
+    if hasattr(config, "num_local_crops"):
+        size = config.local_crop_size
+        return torch.randn(batch, 2, 3, 32, 32), torch.randn(batch, config.num_local_crops, 3, size, size)
     if hasattr(config, "num_views"):
         return (torch.randn(max(batch, 4), config.num_views, 3, 32, 32),)  # BatchNorm heads need > 1 sample
     L = (config.backbone_config.image_size // config.backbone_config.patch_size) ** 2

@@ -165,4 +165,16 @@ def build_views(preset: str, model_config, scale: tuple[float, float] | None = N
             blur_prob=(1.0, 0.1) if asymmetric else (1.0,),
             solarize_prob=(0.0, 0.2) if asymmetric else (0.2,),
         )
+    if preset == "multicrop":
+        from .color import MultiCrop
+
+        # DINO / SelfPatch: 2 global crops (min_scale, 1) at the backbone's size + n local crops at their own size
+        split = scale[0] if scale else model_config.global_crop_min_scale
+        return MultiCrop(
+            bb.image_size,
+            model_config.local_crop_size,
+            model_config.num_local_crops,
+            global_scale=(split, 1.0),
+            local_scale=(min(model_config.local_crop_min_scale, split), split),
+        )
     raise ValueError(f"Unknown views preset '{preset}'")

@@ -1,6 +1,5 @@
 """BYOL: an online network predicts an EMA target network's projection of another view of the same image."""
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -8,6 +7,7 @@ from torch import Tensor, nn
 from transformers.modeling_outputs import ModelOutput
 
 from ...backbones import build_backbone, feature_dim, global_features
+from ...layers.ema import cosine_momentum, ema_update_
 from ...losses.embedding import byol_loss
 from ...modeling_base import SSLPreTrainedModel
 from .configuration_byol import BYOLConfig
@@ -47,11 +47,6 @@ class MLPHead(nn.Sequential):
         )
 
 
-def cosine_momentum(step: int, max_steps: int, base: float) -> float:
-    """BYOL's target momentum after `step` of `max_steps` steps: `1 - (1 - base) (cos(pi step / max_steps) + 1) / 2`."""
-    return 1 - (1 - base) * (math.cos(math.pi * min(step, max_steps) / max_steps) + 1) / 2
-
-
 class BYOLPreTrainedModel(SSLPreTrainedModel):
     """Base class of BYOL-style models: online encoder + projector + predictor, EMA target encoder + projector."""
 
@@ -87,8 +82,7 @@ class BYOLPreTrainedModel(SSLPreTrainedModel):
     def post_optimizer_step(self, step: int, max_steps: int) -> None:
         """EMA update of the target: `xi <- tau xi + (1 - tau) theta` with the cosine momentum of the step."""
         tau = cosine_momentum(step, max_steps, self.config.ema_base)
-        target, online = self._target_online_pairs()
-        torch._foreach_lerp_(target, [p.detach().to(t.dtype) for p, t in zip(online, target)], 1 - tau)
+        ema_update_(*self._target_online_pairs(), tau)
 
     def embed_views(self, pixel_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Runs every view separately (BatchNorm statistics per view, as BYOL).

@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "examples" / "configs" / "mae_tiny.yaml"
 TEC_CONFIG = ROOT / "examples" / "configs" / "tec_tiny.yaml"
 BYOL_CONFIG = ROOT / "examples" / "configs" / "byol_tiny.yaml"
+DINO_CONFIG = ROOT / "examples" / "configs" / "dino_tiny.yaml"
+SELFPATCH_CONFIG = ROOT / "examples" / "configs" / "selfpatch_tiny.yaml"
 RUNS = {
     "mae": ["--method", "mae"],
     "asl-aee": ["--method", "asl", "--feature_augmentation", "aee"],
@@ -47,12 +49,19 @@ RUNS = {
     # the same at a 10x lower peak lr (at lr 5 BYOL's features collapsed to effective rank ~2.5 on digits)
     "byol-lr0.5": ["--learning_rate", "0.5"],
     "msbreg-k4-lr1": ["--method", "msbreg", "--num_views", "4", "--learning_rate", "1.0"],
+    # DINO / SelfPatch: dino_tiny.yaml / selfpatch_tiny.yaml (ViT-Tiny/4, 2 x 32 px + 4 x 16 px crops, heads 512 wide);
+    # the dense patch probe on digit-scenes is their comparison (SelfPatch's claim is about dense tasks)
+    "dino": [],
+    "selfpatch": [],
 }
 BASE_RUN = {"tec-mae": "mae", "tec-tec-mae": "tec-mae"}  # runs whose export is the base model of another
 CONFIGS = {  # base config of each run (default: mae_tiny.yaml)
     **dict.fromkeys(("tec-mae", "tec-tec-mae"), TEC_CONFIG),
     **dict.fromkeys(("byol", "msbreg-k4", "msbreg-k8", "byol-lr0.5", "msbreg-k4-lr1"), BYOL_CONFIG),
+    "dino": DINO_CONFIG,
+    "selfpatch": SELFPATCH_CONFIG,
 }
+DENSE_RUNS = ("dino", "selfpatch")  # runs (and their random-init floors) that also get the dense patch probe
 DEFAULT_RUNS = ("mae", "asl-aee", "asl-dle")
 
 
@@ -82,6 +91,25 @@ def random_init_name(export: Path) -> str:
     return "random-init" if model_type == "vit" else f"random-init-{model_type}"
 
 
+def evaluate(export: Path, protocols: tuple[str, ...], args, **kwargs) -> list[dict]:
+    """k-NN / linear on digits and, when asked, the dense patch probe on digit-scenes (patch labels)."""
+    return evaluate_backbone(
+        str(export),
+        "digits",
+        protocols=protocols,
+        probe_epochs=args.probe_epochs,
+        dense_dataset="digit-scenes",
+        **kwargs,
+    )
+
+
+def _print(run: str, seed: int, r: dict) -> None:
+    if "top1" in r:
+        print(f"{run} seed {seed} {r['protocol']}: top-1 {100 * r['top1']:.2f}%", flush=True)
+    else:
+        print(f"{run} seed {seed} dense: mIoU {r['mean_iou']:.2f}%, pixel acc {r['pixel_accuracy']:.2f}%", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=",".join(DEFAULT_RUNS), help=f"any of {', '.join(RUNS)}")
@@ -97,24 +125,26 @@ def main():
     previous = json.loads(output.read_text()) if output.is_file() else None
     if previous and previous.get("max_steps") != args.max_steps:
         raise SystemExit(f"{output} holds a {previous.get('max_steps')}-step budget; use another --output")
-    protocols = ("knn", "linear")
     rows, geometry = [], []
-    floors = {}  # one random-init floor per architecture family (ViT-Tiny/4, ResNet-18)
+    floors = {}  # one random-init floor per architecture family (ViT-Tiny/4, ResNet-18, cls-free ViT)
+    dense_floors = set()
     for name in args.runs.split(","):
+        protocols = ("knn", "linear", "dense") if name in DENSE_RUNS else ("knn", "linear")
         for seed in seeds:
             export, seconds = pretrain_and_export(name, seed, args)
             floors.setdefault(random_init_name(export), export)
-            for r in evaluate_backbone(str(export), "digits", protocols=protocols, probe_epochs=args.probe_epochs):
+            if "dense" in protocols:
+                dense_floors.add(random_init_name(export))
+            for r in evaluate(export, protocols, args):
                 rows.append({"run": name, "seed": seed, "pretrain_seconds": round(seconds, 1), **r})
-                print(f"{name} seed {seed} {r['protocol']}: top-1 {100 * r['top1']:.2f}%", flush=True)
+                _print(name, seed, r)
             geometry.append({"run": name, "seed": seed, **representation_diagnostics(str(export), "digits")})
     for floor, export in floors.items():
+        protocols = ("knn", "linear", "dense") if floor in dense_floors else ("knn", "linear")
         for seed in [] if args.no_random_init else seeds:  # floor: same architecture, random weights
-            for r in evaluate_backbone(
-                str(export), "digits", protocols=protocols, probe_epochs=args.probe_epochs, random_init=True, seed=seed
-            ):
+            for r in evaluate(export, protocols, args, random_init=True, seed=seed):
                 rows.append({"run": floor, "seed": seed, **r})
-                print(f"{floor} seed {seed} {r['protocol']}: top-1 {100 * r['top1']:.2f}%", flush=True)
+                _print(floor, seed, r)
             diag = representation_diagnostics(str(export), "digits", random_init=True, seed=seed)
             geometry.append({"run": floor, "seed": seed, **diag})
     if previous:  # keep earlier results of runs not repeated now
@@ -123,8 +153,10 @@ def main():
         kept = [g for g in previous.get("geometry", []) if (g["run"], g["seed"]) not in redone]
         geometry = kept + geometry
     summary = {}
-    for row in rows:
-        summary.setdefault(f"{row['run']}/{row['protocol']}", []).append(row["top1"])
+    for row in rows:  # top-1 (k-NN, linear) and the dense probe's mean IoU, as fractions
+        summary.setdefault(f"{row['run']}/{row['protocol']}", []).append(
+            row["top1"] if "top1" in row else row["mean_iou"] / 100
+        )
     report = {
         "benchmark": "pre-train on digit-scenes (train), evaluate frozen cls features on digits (test)",
         "base_config": str(BASE_CONFIG.relative_to(ROOT)),

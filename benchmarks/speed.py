@@ -8,7 +8,10 @@ Pairs (fused AdamW with the same parameter groups, the same masking noise; MAE d
     paper's;
   - MSBReg (K = 4 and K = 8) vs BYOL (K = 2), ResNet-18 at 32 px, batch 64, LARS + EMA update (expected ~K/2);
   - TEC vs MAE, ViT-S/4 and ViT-B/16: the same encoder and batch, each method's own decoder (TEC 2 x 512, MAE
-    8 x 512), TEC's base model a same-size ViT (its forward on the full image is part of TEC's step; spec: ~1.5x).
+    8 x 512), TEC's base model a same-size ViT (its forward on the full image is part of TEC's step; spec: ~1.5x);
+  - SelfPatch vs DINO, ViT-S/4 at 32x32, batch 64, 2 global 32-px + 6 local 16-px crops, the paper heads (2048 hidden,
+    256 bottleneck; 4096 image / 1024 patch prototypes, k = 2: the spec's 32x32 setting), AdamW + EMA + centres
+    (spec: ~1.4-1.6x).
 After a warm-up, the two step functions of a pair alternate for `--repeats` rounds of `--steps` steps (who goes first
 alternates too); the median step time of each gives its throughput and the ratio. fp32 and bf16 autocast.
 
@@ -33,10 +36,14 @@ from ssl_hf import (
     ASLForPreTraining,
     BYOLConfig,
     BYOLForPreTraining,
+    DINOConfig,
+    DINOForPreTraining,
     MAEConfig,
     MAEForPreTraining,
     MSBRegConfig,
     MSBRegForPreTraining,
+    SelfPatchConfig,
+    SelfPatchForPreTraining,
     TECConfig,
     TECForPreTraining,
     backbone_config,
@@ -84,6 +91,22 @@ def _msbreg(setting: dict, views: int) -> MSBRegForPreTraining:
     return MSBRegForPreTraining(MSBRegConfig(backbone_config=bb, image_size=setting["image_size"], num_views=views))
 
 
+MULTICROP = dict(out_dim=4096, num_local_crops=6, local_crop_size=16)  # presets dino/selfpatch-vits4-cifar
+
+
+def _dino(setting: dict) -> DINOForPreTraining:
+    torch.manual_seed(0)
+    bb = backbone_config(setting["backbone"], setting["image_size"], setting["patch_size"])
+    return DINOForPreTraining(DINOConfig(backbone_config=bb, **MULTICROP))
+
+
+def _selfpatch(setting: dict) -> SelfPatchForPreTraining:
+    torch.manual_seed(0)
+    bb = backbone_config(setting["backbone"], setting["image_size"], setting["patch_size"])
+    config = SelfPatchConfig(backbone_config=bb, patch_out_dim=1024, num_neighbors_k=2, **MULTICROP)
+    return SelfPatchForPreTraining(config)
+
+
 def _transformers_twin(model: MAEForPreTraining) -> ViTMAEForPreTraining:
     twin = ViTMAEForPreTraining(model.config.to_vit_mae_config())
     twin.load_state_dict({k.replace("backbone.", "vit.", 1): v for k, v in model.state_dict().items()})
@@ -100,6 +123,7 @@ PAIRS = {
     "tec-vs-mae-vitb16": (BASE, "MAE", _mae, "TEC", _tec),
     "msbreg-k4-vs-byol": (RESNET, "BYOL (K = 2)", _byol, "MSBReg (K = 4)", lambda s: _msbreg(s, 4)),
     "msbreg-k8-vs-byol": (RESNET, "BYOL (K = 2)", _byol, "MSBReg (K = 8)", lambda s: _msbreg(s, 8)),
+    "selfpatch-vs-dino": (SMALL, "DINO", _dino, "SelfPatch", _selfpatch),
 }
 
 
@@ -113,37 +137,39 @@ def build(pair: str) -> dict:
 def make_step(model, precision: str):
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     k_views = hasattr(model.config, "num_views")  # BYOL / MSBReg: LARS and the EMA update, as in training
+    teacher = k_views or hasattr(model.config, "num_local_crops")  # DINO / SelfPatch: EMA teacher and centres
     if k_views:
         optimizer = build_lars(model, 1.0, 1e-5)
     else:
         optimizer = build_adamw(model, 1e-4, 0.05, (0.9, 0.95), torch.device("cpu"))
-    is_transformers = isinstance(model, ViTMAEForPreTraining)
     model.train()
 
-    def step(pixel_values, noise):
+    def step(batch: dict):
         with autocast:
-            if is_transformers:
-                out = model(pixel_values=pixel_values, noise=noise)
-            elif noise is None:
-                out = model(pixel_values)
-            else:
-                out = model(pixel_values, noise=noise)
+            out = model(**batch)
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if k_views:
+        if teacher:
             model.post_optimizer_step(1, 100)
 
     return step
 
 
-def inputs(model, batch_size: int, size: int) -> tuple:
-    """`(pixels, noise)` for masked models, `(views, None)` with `(B, K, 3, S, S)` views for K-view models."""
+def inputs(model, batch_size: int, size: int) -> dict:
+    """Forward kwargs: pixels + noise (masked models), `(B, K, 3, S, S)` views (K-view models) or global + local
+    crops (multi-crop models)."""
     config = model.config
     if hasattr(config, "num_views"):
-        return torch.randn(batch_size, config.num_views, 3, size, size), None
+        return {"pixel_values": torch.randn(batch_size, config.num_views, 3, size, size)}
+    if hasattr(config, "num_local_crops"):
+        s = config.local_crop_size
+        return {
+            "pixel_values": torch.randn(batch_size, 2, 3, size, size),
+            "local_pixel_values": torch.randn(batch_size, config.num_local_crops, 3, s, s),
+        }
     L = (size // config.backbone_config.patch_size) ** 2
-    return torch.randn(batch_size, 3, size, size), torch.rand(batch_size, L)
+    return {"pixel_values": torch.randn(batch_size, 3, size, size), "noise": torch.rand(batch_size, L)}
 
 
 def measure(pair: str, precision: str, args) -> dict:
@@ -154,13 +180,13 @@ def measure(pair: str, precision: str, args) -> dict:
     steps = {name: make_step(model, precision) for name, model in models.items()}
     for name in steps:  # warm-up: allocator, autocast caches, fused kernels
         for i in range(args.warmup):
-            steps[name](*batches[name][i % 4])
+            steps[name](batches[name][i % 4])
     times = {name: [] for name in steps}
     for r in range(args.repeats):
         for name in list(steps) if r % 2 == 0 else list(reversed(steps)):
             start = time.perf_counter()
             for i in range(args.steps):
-                steps[name](*batches[name][i % 4])
+                steps[name](batches[name][i % 4])
             times[name].append((time.perf_counter() - start) / args.steps)
     (a, b), medians = list(steps), {name: statistics.median(t) for name, t in times.items()}
     rounds = [tb / ta for ta, tb in zip(times[a], times[b])]

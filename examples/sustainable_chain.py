@@ -62,7 +62,8 @@ def main() -> None:
             if not report.is_file():
                 ssl_hf(["evaluate", str(export), "--protocol", "all", "--output", str(report), "--update_card"])
             for r in json.loads(report.read_text())["results"]:
-                record[r["protocol"]] = r["top1"]
+                if "top1" in r:  # k-NN and linear probe (the dense probe reports mIoU)
+                    record[r["protocol"]] = r["top1"]
         summary.append(record)
     (workdir / "chain.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\n{'round':<14}{'base model':<40}{'k-NN':>8}{'linear':>8}")

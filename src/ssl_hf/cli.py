@@ -198,10 +198,19 @@ def _evaluate(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="ssl-hf evaluate", description="Evaluate an exported backbone.")
     parser.add_argument("model", help="Export folder or Hub id (anything AutoModel.from_pretrained loads).")
-    parser.add_argument("--dataset", default="digits", help="Labelled dataset: built-in name, Hub id, folder...")
     parser.add_argument(
-        "--protocol", choices=[*PROTOCOLS, "all"], default="knn", help="knn (DINO), linear (MAE-style probe) or all."
+        "--dataset", help="Dataset: built-in name, Hub id, folder... (default: digits; digit-scenes for dense)."
     )
+    parser.add_argument(
+        "--protocol",
+        choices=[*PROTOCOLS, "all"],
+        default="knn",
+        help="knn (DINO), linear (MAE-style probe), dense (patch probe, mIoU on segmentation) or all.",
+    )
+    parser.add_argument("--dense_dataset", help="Dataset of the dense protocol under --protocol all (digit-scenes).")
+    parser.add_argument("--dense_epochs", type=int, default=10, help="Dense patch-probe epochs.")
+    parser.add_argument("--max_train_images", type=int, default=2000, help="Dense: first N train images.")
+    parser.add_argument("--max_test_images", type=int, default=1000, help="Dense: first N test images.")
     parser.add_argument("--probe_epochs", type=int, default=100, help="Linear-probe epochs on cached features.")
     parser.add_argument("--output", help="Write the results JSON here.")
     parser.add_argument("--train_split", default="train")
@@ -219,7 +228,13 @@ def _evaluate(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--update_card", action="store_true", help="Write the results into the export's README.md.")
     args = parser.parse_args(argv)
+    dense_only = args.protocol == "dense"
+    args.dataset = args.dataset or ("digit-scenes" if dense_only else "digits")
     common = dict(
+        dense_dataset=args.dataset if dense_only else (args.dense_dataset or "digit-scenes"),
+        dense_epochs=args.dense_epochs,
+        max_train_images=args.max_train_images,
+        max_test_images=args.max_test_images,
         train_split=args.train_split,
         test_split=args.test_split,
         label_column=args.label_column,
@@ -243,10 +258,11 @@ def _evaluate(argv: list[str]) -> None:
 
         update_card(args.model, report)
     print(f"\n{args.dataset}: {results[0]['num_test']} test images")
-    print(f"{'backbone':<14}{'protocol':<44}{'top-1':>8}{'top-5':>8}")
+    print(f"{'backbone':<14}{'protocol':<60}{'top-1 / mIoU':>14}{'top-5 / pixel acc':>19}")
     for r in results:
-        name = f"{r['protocol']} ({r['settings']})"
-        print(f"{r['backbone']:<14}{name:<44}{100 * r['top1']:>7.2f}%{100 * r['top5']:>7.2f}%")
+        name = f"{r['protocol']} ({r['settings']}) on {r['dataset']}"
+        first, second = (100 * r["top1"], 100 * r["top5"]) if "top1" in r else (r["mean_iou"], r["pixel_accuracy"])
+        print(f"{r['backbone']:<14}{name:<60}{first:>13.2f}%{second:>18.2f}%")
 
 
 COMMANDS = {"pretrain": _pretrain, "export": _export, "evaluate": _evaluate}

@@ -308,10 +308,13 @@ def _evaluation_section(results: dict | None) -> str:
     if not results:
         return "Not evaluated yet: run `ssl-hf evaluate EXPORT --update_card` (or export again with `--results`)."
     lines = ["| backbone | protocol | dataset | top-1 | top-5 |", "|---|---|---|---|---|"]
-    lines.extend(
-        f"| {e.get('backbone', 'pretrained')} | {e.get('protocol')} ({e.get('settings', '')}) | {e.get('dataset')} "
-        f"| {100 * e['top1']:.2f} % | {100 * e['top5']:.2f} % |"
-        for e in results.get("results", [results])
-        if "top1" in e and "top5" in e
-    )
+    for e in results.get("results", [results]):
+        if "top1" in e and "top5" in e:
+            values = f"{100 * e['top1']:.2f} % | {100 * e['top5']:.2f} %"
+        elif "mean_iou" in e:  # dense patch probe: mIoU and pixel accuracy
+            values = f"mIoU {e['mean_iou']:.2f} % | pixel acc. {e['pixel_accuracy']:.2f} %"
+        else:
+            continue
+        name = f"{e.get('protocol')} ({e.get('settings', '')})"
+        lines.append(f"| {e.get('backbone', 'pretrained')} | {name} | {e.get('dataset')} | {values} |")
     return "\n".join(lines)

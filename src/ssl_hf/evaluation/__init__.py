@@ -3,15 +3,28 @@
 import time
 
 import datasets
+import pyarrow as pa
 import pyarrow.compute as pc
+import torch
+from transformers import PreTrainedModel
 
-from ..data.datasets import load_image_source
-from .features import extract_features, load_backbone
+from ..data.datasets import ImageSource, load_image_source
+from ..data.views import EvalView
+from .dense import confusion_matrix, dense_probe, iou_metrics, resize_segmentation
+from .features import (
+    extract_features,
+    extract_patch_features,
+    has_cls_token,
+    load_backbone,
+    patch_tokens,
+    pooled_features,
+)
 from .knn import knn_accuracy, knn_predict
 from .linear_probe import LinearProbe, linear_probe_accuracy
 
 
-PROTOCOLS = ("knn", "linear")
+PROTOCOLS = ("knn", "linear", "dense")
+SEGMENTATION_COLUMN = "segmentation"
 
 
 def evaluate_backbone(
@@ -30,52 +43,172 @@ def evaluate_backbone(
     batch_size: int = 256,
     random_init: bool = False,
     seed: int = 0,
+    dense_dataset: str = "digit-scenes",
+    dense_epochs: int = 10,
+    max_train_images: int | None = 2000,
+    max_test_images: int | None = 1000,
 ) -> list[dict]:
-    """Evaluates an exported backbone's frozen features on a labelled dataset; one feature pass serves every protocol.
+    """Evaluates an exported backbone's frozen features; one feature pass serves every image-level protocol.
 
     Protocols: `knn` (weighted k-NN, DINO: cosine, k=20, T=0.07) and `linear` (MAE-style linear probe: BatchNorm
-    without affine + linear, SGD on cached features).
+    without affine + linear, SGD on cached features) classify images of `dataset`; `dense` (see `dense_probe`)
+    classifies every patch token of `dense_dataset` with a linear head and scores it as semantic segmentation (mean
+    IoU, pixel and patch accuracy). The image-level feature pass only runs when `knn` or `linear` is requested.
+
+    Args:
+        model_path: Export folder or Hub id.
+        dataset: Labelled dataset of `knn` and `linear`.
+        protocols: Any of `PROTOCOLS`.
+        train_split: Training split (of `dataset` and `dense_dataset`).
+        test_split: Test split (of `dataset` and `dense_dataset`).
+        label_column: Integer class column of `dataset`.
+        image_column: Image column (of `dataset` and `dense_dataset`); found automatically when None.
+        k: Neighbours of `knn`.
+        temperature: Temperature of `knn`.
+        probe_epochs: Epochs of `linear`.
+        pool: `cls` or `mean` image features for `knn` and `linear` (models without a cls token always average).
+        batch_size: Images per forward pass.
+        random_init: Evaluate the same architecture with random weights.
+        seed: Seed of `random_init` and of the probes.
+        dense_dataset: Dataset of `dense`, with a `segmentation` column of square per-pixel class maps (flattened
+            `H*W` integers, resized to the evaluation view by nearest neighbour when their size differs).
+        dense_epochs: Epochs of the `dense` patch probe.
+        max_train_images: `dense` only: train on the first `max_train_images` images of the train split (None: all).
+        max_test_images: `dense` only: score the first `max_test_images` images of the test split (None: all).
 
     Returns:
-        One JSON-ready dict per protocol: protocol, dataset, settings, `top1`, `top5`, sample counts and timing.
+        One JSON-ready dict per protocol: protocol, dataset, settings, sample counts and timing, plus `top1` and `top5`
+        (`knn`, `linear`) or `mean_iou`, `pixel_accuracy`, `patch_accuracy` and `per_class_iou` (`dense`, percent).
+
+    Raises:
+        ValueError: For an unknown protocol, unusable labels, or (`dense`) a CNN backbone or a dataset without a
+            `segmentation` column.
     """
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"Unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}.")
+    image_protocols = [p for p in protocols if p != "dense"]
     start = time.perf_counter()
     model, view = load_backbone(model_path, random_init=random_init, seed=seed)
     kwargs = {"image_column": image_column}  # built-in sets at native size; the eval view resizes
-    train = load_image_source(dataset, train_split, **kwargs)
-    test = load_image_source(dataset, test_split, **kwargs)
-    for source, split in ((train, train_split), (test, test_split)):
-        _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
-    train_f, train_y = extract_features(model, train, view, label_column, pool, batch_size, desc="train features")
-    test_f, test_y = extract_features(model, test, view, label_column, pool, batch_size, desc="test features")
-    common = {
-        "backbone": "random_init" if random_init else "pretrained",
-        "model": str(model_path),
-        "dataset": dataset,
-        "split": test_split,
-        "pool": pool,
-        "num_train": len(train_y),
-        "num_test": len(test_y),
-        "feature_seconds": round(time.perf_counter() - start, 1),
-    }
-    results = []
-    for protocol in protocols:
-        if protocol == "knn":
-            metrics = knn_accuracy(train_f, train_y, test_f, test_y, k, temperature)
-            settings = {"settings": f"k={k}, T={temperature}, {pool} features", "k": k, "temperature": temperature}
-        else:
-            metrics = linear_probe_accuracy(train_f, train_y, test_f, test_y, epochs=probe_epochs, seed=seed)
-            settings = {"settings": f"BN+linear, SGD {probe_epochs} ep, {pool} features", "epochs": probe_epochs}
-        results.append({"protocol": protocol, **common, **settings, **metrics})
-    return results
+    backbone = "random_init" if random_init else "pretrained"
+    dense_sources = None
+    if "dense" in protocols:  # check everything the dense protocol needs before any feature pass
+        _check_dense_backbone(model)
+        dense_sources = [load_image_source(dense_dataset, split, **kwargs) for split in (train_split, test_split)]
+        for source, split in zip(dense_sources, (train_split, test_split)):
+            _check_segmentation(source.dataset, f"Split '{split}' of {dense_dataset}")
+    results = {}
+    if image_protocols:
+        train = load_image_source(dataset, train_split, **kwargs)
+        test = load_image_source(dataset, test_split, **kwargs)
+        for source, split in ((train, train_split), (test, test_split)):
+            _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
+        train_f, train_y = extract_features(model, train, view, label_column, pool, batch_size, desc="train features")
+        test_f, test_y = extract_features(model, test, view, label_column, pool, batch_size, desc="test features")
+        common = {
+            "backbone": backbone,
+            "model": str(model_path),
+            "dataset": dataset,
+            "split": test_split,
+            "pool": pool,
+            "num_train": len(train_y),
+            "num_test": len(test_y),
+            "feature_seconds": round(time.perf_counter() - start, 1),
+        }
+        for protocol in image_protocols:
+            if protocol == "knn":
+                metrics = knn_accuracy(train_f, train_y, test_f, test_y, k, temperature)
+                settings = {"settings": f"k={k}, T={temperature}, {pool} features", "k": k, "temperature": temperature}
+            else:
+                metrics = linear_probe_accuracy(train_f, train_y, test_f, test_y, epochs=probe_epochs, seed=seed)
+                settings = {"settings": f"BN+linear, SGD {probe_epochs} ep, {pool} features", "epochs": probe_epochs}
+            results[protocol] = {"protocol": protocol, **common, **settings, **metrics}
+    if dense_sources is not None:
+        start = time.perf_counter()
+        image_size, patch_size = view.image_size, _patch_size(model)
+        (train_t, train_seg), (test_t, test_seg) = (
+            _dense_split(model, source, view, batch_size, limit, f"{split} patch tokens")
+            for source, split, limit in zip(
+                dense_sources, (train_split, test_split), (max_train_images, max_test_images)
+            )
+        )
+        feature_seconds = time.perf_counter() - start
+        metrics = dense_probe(
+            train_t, train_seg, test_t, test_seg, patch_size, image_size, epochs=dense_epochs, seed=seed
+        )
+        grid = image_size // patch_size
+        results["dense"] = {
+            "protocol": "dense",
+            "backbone": backbone,
+            "model": str(model_path),
+            "dataset": dense_dataset,
+            "split": test_split,
+            "settings": f"BN+linear per patch, SGD {dense_epochs} ep, {grid}x{grid} patches of {patch_size} px",
+            "epochs": dense_epochs,
+            "patch_size": patch_size,
+            "image_size": image_size,
+            "num_train": len(train_t),
+            "num_test": len(test_t),
+            **metrics,
+            "feature_seconds": round(feature_seconds, 1),
+            "probe_seconds": round(time.perf_counter() - start - feature_seconds, 1),
+        }
+    return [results[p] for p in protocols]
 
 
 def evaluate_knn(model_path: str, dataset: str = "digits", **kwargs) -> dict:
     """Weighted k-NN top-1/top-5 (DINO protocol); see `evaluate_backbone` for the arguments."""
     return evaluate_backbone(model_path, dataset, protocols=("knn",), **kwargs)[0]
+
+
+def evaluate_dense(model_path: str, dataset: str = "digit-scenes", **kwargs) -> dict:
+    """Dense patch probe (mean IoU, pixel and patch accuracy) on `dataset`; see `evaluate_backbone` for the arguments."""
+    return evaluate_backbone(model_path, protocols=("dense",), dense_dataset=dataset, **kwargs)[0]
+
+
+def _check_dense_backbone(model: PreTrainedModel) -> None:
+    """Raises a `ValueError` unless the model is a token backbone (a `patch_size` in its config)."""
+    if getattr(model.config, "patch_size", None) is None:
+        raise ValueError(
+            f"The dense protocol needs a transformer backbone with patch tokens (ViT, DINOv2, SigLIP); "
+            f"{type(model).__name__} ({model.config.model_type}) has none: CNNs such as ResNet are not supported."
+        )
+
+
+def _patch_size(model: PreTrainedModel) -> int:
+    size = model.config.patch_size
+    return int(size if isinstance(size, int) else size[0])
+
+
+def _check_segmentation(ds: datasets.Dataset, where: str) -> None:
+    """Raises a `ValueError` suggesting `--dataset digit-scenes` unless `ds` has a `segmentation` column."""
+    if SEGMENTATION_COLUMN not in ds.column_names:
+        raise ValueError(
+            f"{where} has no '{SEGMENTATION_COLUMN}' column (columns: {ds.column_names}): the dense protocol needs "
+            "per-pixel class maps. Use the built-in set with them: --dataset digit-scenes."
+        )
+    if isinstance(ds.features[SEGMENTATION_COLUMN], datasets.Image):
+        raise ValueError(
+            f"{where}: column '{SEGMENTATION_COLUMN}' holds mask images; the dense protocol reads square class maps "
+            "stored as integer lists (flattened H*W), as in --dataset digit-scenes."
+        )
+
+
+def _dense_split(
+    model: PreTrainedModel, source: ImageSource, view: EvalView, batch_size: int, limit: int | None, desc: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch tokens of the first `limit` images and their segmentation maps at the view size (nearest resize)."""
+    tokens, kept = extract_patch_features(model, source, view, batch_size, desc=desc, max_images=limit)
+    table = source.dataset.with_format("arrow")[kept.tolist()]
+    values = table.column(SEGMENTATION_COLUMN).combine_chunks()
+    while isinstance(values, pa.ListArray | pa.LargeListArray | pa.FixedSizeListArray):  # (N, H*W) or (N, H, W)
+        values = values.flatten()
+    flat = values.to_numpy(zero_copy_only=False)
+    if len(kept) == 0 or flat.size % len(kept):
+        raise ValueError(f"{desc}: the '{SEGMENTATION_COLUMN}' rows do not all hold the same number of pixels.")
+    seg = torch.from_numpy(flat.reshape(len(kept), -1).copy())  # arrow buffers are read-only
+    return tokens, resize_segmentation(seg, view.image_size)
 
 
 def _check_labels(ds: datasets.Dataset, label_column: str, where: str) -> None:
@@ -122,7 +255,6 @@ def representation_diagnostics(
 
     from ..data.color import MultiView
     from .diagnostics import alignment, effective_rank, embedding_std, uniformity
-    from .features import pooled_features
 
     model, view = load_backbone(model_path, random_init=random_init, seed=seed)
     source = load_image_source(dataset, split, image_column=image_column)

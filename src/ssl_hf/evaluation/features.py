@@ -58,14 +58,56 @@ def load_backbone(
     return model.eval(), EvalView(size if isinstance(size, int) else size[0], mean, std)
 
 
+CLS_FREE_MODEL_TYPES = frozenset({"siglip_vision_model", "siglip2_vision_model"})
+
+
+def has_cls_token(model: PreTrainedModel) -> bool:
+    """Whether a token backbone's `last_hidden_state` starts with a cls token.
+
+    False for SigLIP vision towers (`siglip_vision_model`, `siglip2_vision_model`: patch tokens only) and for models
+    without patch tokens (CNNs: no `patch_size` in their config); True for other token models (ViT, DINOv2).
+    """
+    config = model.config
+    return config.model_type not in CLS_FREE_MODEL_TYPES and getattr(config, "patch_size", None) is not None
+
+
 def pooled_features(model: PreTrainedModel, pixel_values: Tensor, pool: Pooling = "cls") -> Tensor:
-    """`(B, D)` image features: a ViT's cls token (`pool="cls"`) or mean patch token; a CNN's pooled last stage."""
+    """`(B, D)` image features.
+
+    * ViT / DINOv2 (cls token first): the cls token (`pool="cls"`) or the mean of the other tokens (`pool="mean"`).
+    * Models without a cls token (SigLIP vision towers): the mean of all tokens, for both `pool="cls"` and
+      `pool="mean"` (the optional attention-pooling head of SigLIP is not used).
+    * CNNs (`(B, C, h, w)` feature maps): the pooled last stage, whatever `pool`.
+    """
     out = model(pixel_values=pixel_values)
     if out.last_hidden_state.ndim == 4:  # (B, C, h, w) feature map: ResNet and other CNNs
         pooled = getattr(out, "pooler_output", None)
         return pooled.flatten(1) if pooled is not None else out.last_hidden_state.mean((2, 3))
     hidden = out.last_hidden_state
+    if not has_cls_token(model):
+        return hidden.mean(1)
     return hidden[:, 0] if pool == "cls" else hidden[:, 1:].mean(1)
+
+
+def patch_tokens(model: PreTrainedModel, pixel_values: Tensor) -> Tensor:
+    """`(B, L, D)` patch tokens of the last layer (after the final norm), in row-major patch order.
+
+    The cls token is dropped when the model has one (`has_cls_token`), as are DINOv2 register tokens
+    (`num_register_tokens` in the config; none in ssl_hf exports).
+
+    Raises:
+        ValueError: For CNN backbones (4-D feature maps), which have no patch tokens.
+    """
+    out = model(pixel_values=pixel_values)
+    hidden = out.last_hidden_state
+    if hidden.ndim != 3:
+        raise ValueError(
+            f"{type(model).__name__} returns a {hidden.ndim}-D feature map, not patch tokens: dense (per-patch) "
+            "evaluation needs a transformer backbone (ViT, DINOv2, SigLIP); CNNs such as ResNet are not supported."
+        )
+    if not has_cls_token(model):
+        return hidden
+    return hidden[:, 1 + (getattr(model.config, "num_register_tokens", 0) or 0) :]
 
 
 @torch.no_grad()
@@ -100,3 +142,45 @@ def extract_features(
         if label_column is not None:
             labels.append(torch.as_tensor(rows[label_column].copy())[keep])  # arrow buffers are read-only
     return torch.cat(features), (torch.cat(labels) if labels else None)
+
+
+@torch.no_grad()
+def extract_patch_features(
+    model: PreTrainedModel,
+    source: ImageSource,
+    view: EvalView,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    desc: str = "patch features",
+    max_images: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Runs the backbone over the first `max_images` images of a dataset split and keeps every patch token.
+
+    Args:
+        model: Token backbone (ViT, DINOv2, SigLIP vision tower).
+        source: Map-style dataset split.
+        view: Evaluation view (resize + normalise).
+        batch_size: Images per forward pass.
+        device: Defaults to CUDA when available.
+        desc: Progress-bar label.
+        max_images: Use only the first `max_images` rows (all when None).
+
+    Returns:
+        Patch tokens `(N, L, D)` float32 on CPU (`patch_tokens`: no cls token), and the `(N,)` int64 row indices
+        they come from: undecodable images are skipped, so use the indices to align other columns.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    total = len(source.dataset) if max_images is None else min(max_images, len(source.dataset))
+    tokens, kept = [], []
+    for start in tqdm(range(0, total, batch_size), desc=desc, leave=False):
+        images, _ = source.read(slice(start, min(start + batch_size, total)))
+        keep = [i for i, im in enumerate(images) if im is not None]
+        if not keep:  # every image of this batch was unreadable
+            continue
+        pixels = view([images[i] for i in keep])["pixel_values"].to(device)
+        tokens.append(patch_tokens(model, pixels).float().cpu())
+        kept.append(torch.tensor(keep, dtype=torch.long) + start)
+    if not tokens:
+        raise ValueError(f"No readable image among the first {total} rows: nothing to extract patch features from.")
+    return torch.cat(tokens), torch.cat(kept)

@@ -11,10 +11,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data.builtin import BACKGROUND_CLASS, patch_labels
-from .linear_probe import LinearProbe
+from .linear_probe import train_linear_probe
 
 
 def dense_probe(
@@ -74,32 +74,7 @@ def dense_probe(
     dim = train_tokens.shape[-1]
     x, y = train_tokens.reshape(-1, dim).float(), train_y.reshape(-1)
 
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    probe = LinearProbe(dim, num_classes)
-    lr = base_lr * batch_size / 256
-    optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=0.0)
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    total, warmup = epochs * steps_per_epoch, min(warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)
-    step = 0
-    probe.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(batch_size):
-            if len(batch) < 2:  # BatchNorm needs two samples
-                continue
-            if step < warmup:
-                scale = (step + 1) / warmup
-            else:
-                scale = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-            for group in optimizer.param_groups:
-                group["lr"] = lr * scale
-            loss = nn.functional.cross_entropy(probe(x[batch]), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-
-    probe.eval()
+    probe = train_linear_probe(x, y, num_classes, epochs, batch_size, base_lr, momentum, warmup_epochs, seed)
     with torch.no_grad():
         pred = torch.cat([probe(t.float()).argmax(1) for t in test_tokens.reshape(-1, dim).split(65536)])
     pred = pred.view(test_y.shape)  # (M, L)

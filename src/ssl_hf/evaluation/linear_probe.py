@@ -25,6 +25,50 @@ class LinearProbe(nn.Module):
         return self.head(self.norm(features))
 
 
+def train_linear_probe(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    batch_size: int = 256,
+    base_lr: float = 0.1,
+    momentum: float = 0.9,
+    warmup_epochs: int = 10,
+    seed: int = 0,
+) -> LinearProbe:
+    """Trains a `LinearProbe` on cached `(N, D)` features and returns it in eval mode.
+
+    SGD with momentum and no weight decay, `lr = base_lr * batch_size / 256`, linear warm-up then cosine decay per
+    step.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    probe = LinearProbe(features.shape[1], num_classes)
+    lr = base_lr * batch_size / 256
+    optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(features) / batch_size)
+    total = epochs * steps_per_epoch
+    warmup = min(warmup_epochs * steps_per_epoch, total)
+    step = 0
+    probe.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(features), generator=generator).split(batch_size):
+            if len(batch) < 2:  # BatchNorm needs two samples
+                continue
+            if step < warmup:
+                scale = (step + 1) / warmup
+            else:
+                scale = 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
+            loss = nn.functional.cross_entropy(probe(features[batch]), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+    return probe.eval()
+
+
 def linear_probe_accuracy(
     train_features: Tensor,
     train_labels: Tensor,
@@ -37,41 +81,17 @@ def linear_probe_accuracy(
     warmup_epochs: int = 10,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Trains `LinearProbe` on cached features with SGD (momentum, no weight decay, cosine schedule with warm-up).
+    """Trains `LinearProbe` on cached features (`train_linear_probe`) and scores it on the test features.
 
-    `lr = base_lr * batch_size / 256`. Features are extracted once, so there is no augmentation during probe
-    training (MAE's probe uses random-resized crops + flips).
+    Features are extracted once, so there is no augmentation during probe training (MAE's probe uses random-resized
+    crops + flips).
 
     Returns:
         Top-1 and top-5 accuracy on the test features.
     """
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    probe = LinearProbe(train_features.shape[1], num_classes)
-    lr = base_lr * batch_size / 256
-    optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=0.0)
-    steps_per_epoch = math.ceil(len(train_features) / batch_size)
-    total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
-    step = 0
-    probe.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(train_features), generator=generator)
-        for batch in order.split(batch_size):
-            if len(batch) < 2:  # BatchNorm needs two samples
-                continue
-            scale = (
-                (step + 1) / warmup
-                if step < warmup
-                else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr * scale
-            loss = nn.functional.cross_entropy(probe(train_features[batch]), train_labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-    probe.eval()
+    probe = train_linear_probe(
+        train_features, train_labels, num_classes, epochs, batch_size, base_lr, momentum, warmup_epochs, seed
+    )
     with torch.no_grad():
         return topk_accuracy(probe(test_features), test_labels)

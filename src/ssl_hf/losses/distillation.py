@@ -33,7 +33,8 @@ def dino_loss(
         raise ValueError(f"need >= 2 student views and at most as many teacher views, got {num_views}/{num_teacher}")
     q = teacher_probabilities(teacher_logits, center, teacher_temp)  # (T, B, K)
     log_p = F.log_softmax(student_logits.float() / student_temp, dim=-1)  # (V, B, K)
-    cross = -torch.einsum("tbk,vbk->tv", q, log_p) / student_logits.shape[1]  # (T, V) mean over the batch
+    with torch.autocast(q.device.type, enabled=False):  # einsum would run in bf16 under autocast
+        cross = -torch.einsum("tbk,vbk->tv", q, log_p) / student_logits.shape[1]  # (T, V) mean over the batch
     keep = ~torch.eye(num_teacher, num_views, dtype=torch.bool, device=cross.device)  # never the same view
     return cross[keep].mean()
 

@@ -44,7 +44,7 @@ def neighbor_index(
     if size < 3 or size % 2 == 0:
         raise ValueError(f"neighborhood_size must be an odd number >= 3, got {size}")
     index, valid = _neighbor_table(height, width, size, wrap)
-    return index.to(device), valid.to(device)
+    return index.to(device, copy=True), valid.to(device, copy=True)  # callers never alias the cached tables
 
 
 def top_neighbors(tokens: Tensor, index: Tensor, valid: Tensor, k: int) -> tuple[Tensor, Tensor]:

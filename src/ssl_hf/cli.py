@@ -1,4 +1,4 @@
-"""`ssl-hf pretrain | export | evaluate`: argument parsing only; the work is done by the modules it calls.
+"""`ssl-hf pretrain | export | evaluate | push`: argument parsing only; the work is done by the modules it calls.
 
 `ssl-hf pretrain` accepts every field of the method's config and of the backbone config as `--<field> value`,
 every `TrainingArguments` field, and `--config FILE.yaml` (sections `model`, `training`, `data`, or flat keys);
@@ -265,7 +265,33 @@ def _evaluate(argv: list[str]) -> None:
         print(f"{r['backbone']:<14}{name:<60}{first:>13.2f}%{second:>18.2f}%")
 
 
-COMMANDS = {"pretrain": _pretrain, "export": _export, "evaluate": _evaluate}
+def _push(argv: list[str]) -> None:
+    from ssl_hf.hub import push_to_hub
+
+    parser = argparse.ArgumentParser(
+        prog="ssl-hf push", description="Upload an export folder to the Hugging Face Hub in one commit."
+    )
+    parser.add_argument("export", help="An `ssl-hf export` output folder.")
+    parser.add_argument("--repo_id", required=True, help="Hub model repo, ORG/NAME (created if missing).")
+    parser.add_argument("--private", action="store_true", help="Create the repo private (ignored if it exists).")
+    parser.add_argument("--revision", help="Branch to commit to (default main; created from main if missing).")
+    parser.add_argument("--commit_message", help="Default: 'Upload <method> encoder (ssl_hf export)'.")
+    parser.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co).")
+    parser.add_argument("--token", help="Hub token with write access (default: $HF_TOKEN, else `hf auth login`'s).")
+    args = parser.parse_args(argv)
+    url = push_to_hub(
+        args.export,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        token=args.token,
+        endpoint=args.endpoint,
+    )
+    print(f"Pushed {args.export} to {args.repo_id}: {url}")
+
+
+COMMANDS = {"pretrain": _pretrain, "export": _export, "evaluate": _evaluate, "push": _push}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,7 +49,7 @@ RUNS = {
     # the same at a 10x lower peak lr (at lr 5 BYOL's features collapsed to effective rank ~2.5 on digits)
     "byol-lr0.5": ["--learning_rate", "0.5"],
     "msbreg-k4-lr1": ["--method", "msbreg", "--num_views", "4", "--learning_rate", "1.0"],
-    # DINO / SelfPatch: dino_tiny.yaml / selfpatch_tiny.yaml (ViT-Tiny/4, 2 x 32 px + 4 x 16 px crops, heads 512 wide);
+    # DINO / SelfPatch: dino_tiny.yaml / selfpatch_tiny.yaml (ViT-Tiny/4, 2 x 32 px + 2 x 16 px crops, batch 32, heads 512 wide);
     # the dense patch probe on digit-scenes is their comparison (SelfPatch's claim is about dense tasks)
     "dino": [],
     "selfpatch": [],

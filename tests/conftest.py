@@ -10,6 +10,7 @@ from pathlib import Path
 _CACHE = Path(tempfile.gettempdir()) / f"ssl_hf_test_cache_{os.getuid()}"
 os.environ.setdefault("SSL_HF_CACHE", str(_CACHE / "ssl_hf"))
 os.environ.setdefault("HF_DATASETS_CACHE", str(_CACHE / "datasets"))
+os.environ.setdefault("HF_MODULES_CACHE", str(_CACHE / "modules"))  # evaluate copies metric scripts there
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

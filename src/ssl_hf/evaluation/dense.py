@@ -4,7 +4,8 @@ Each patch token is classified on its own (`LinearProbe`: BatchNorm without affi
 class of its patch (`patch_labels`), then the patch predictions are upsampled to pixels (nearest: a patch's class
 fills its `patch_size` x `patch_size` pixels) and compared with the full-resolution segmentation: mean IoU, pixel
 accuracy and patch accuracy. This is the linear-segmentation probe used to compare DINO and SelfPatch features on
-dense tasks, reduced to a cheap protocol on cached tokens.
+dense tasks, reduced to a cheap protocol on cached tokens. The mean IoU and pixel accuracy come from the `evaluate`
+metric `mean_iou` shipped with the package (`metric_loading.load_metric`, offline).
 """
 
 import math
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from ..data.builtin import BACKGROUND_CLASS, patch_labels
 from .linear_probe import train_linear_probe
+from .metric_loading import load_metric
 
 
 def dense_probe(
@@ -83,7 +85,7 @@ def dense_probe(
     for p, s in zip(pred.split(256), test_seg.split(256)):
         pixels = p.view(-1, grid, grid).repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
         confusion += confusion_matrix(pixels, s, num_classes)
-    metrics = iou_metrics(confusion)
+    metrics = confusion_scores(confusion)
     return {
         "mean_iou": metrics["mean_iou"],
         "pixel_accuracy": metrics["pixel_accuracy"],
@@ -101,6 +103,22 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     if target.numel() and (int(target.max()) >= num_classes or int(pred.max()) >= num_classes):
         raise ValueError(f"Class ids must be < num_classes={num_classes}")
     return torch.bincount(target * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def confusion_scores(confusion: Tensor) -> dict:
+    """`iou_metrics` of a confusion matrix computed by the shipped `evaluate` metric `mean_iou` (`load_metric`).
+
+    The pixels go in grouped: one `(predicted class, true class, count)` row per non-zero cell (the metric's
+    `counts` configuration), so the cost does not grow with the number of pixels. Same values as `iou_metrics`.
+    """
+    confusion = confusion.cpu()
+    true, pred = confusion.nonzero(as_tuple=True)
+    return load_metric("mean_iou", "counts").compute(
+        predictions=pred.numpy(),
+        references=true.numpy(),
+        counts=confusion[true, pred].numpy(),
+        num_classes=confusion.shape[0],
+    )
 
 
 def iou_metrics(confusion: Tensor) -> dict:

@@ -1,8 +1,11 @@
 """Weighted k-NN classification on frozen features, as DINO's `eval_knn.py` (cosine, k=20, T=0.07)."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .metric_loading import load_metric
 
 
 @torch.no_grad()
@@ -56,7 +59,14 @@ def knn_accuracy(
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
-    """Top-1 and top-5 accuracy of `(M, C)` class scores against `(M,)` labels (top-C when C < 5)."""
-    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
-    hits = top == labels.view(-1, 1)
-    return {"top1": hits[:, 0].float().mean().item(), "top5": hits.any(1).float().mean().item()}
+    """Top-1 and top-5 accuracy of `(M, C)` class scores against `(M,)` labels (top-C when C < 5).
+
+    The ranked top-5 class ids go through the shipped `evaluate` metric `topk_accuracy` (`load_metric`, offline).
+    Its exact fractions are rounded to float32, the values this function returned when it averaged in float32
+    tensors (bit-identical: float64 has more than twice float32's precision, so the double rounding is innocuous).
+    """
+    top = scores.detach().topk(min(5, scores.shape[1]), dim=1).indices
+    metrics = load_metric("topk_accuracy").compute(
+        predictions=top.cpu().numpy(), references=labels.detach().reshape(-1).cpu().numpy()
+    )
+    return {key: float(np.float32(metrics[key])) for key in ("top1", "top5")}

@@ -85,7 +85,7 @@ def dense_probe(
     for p, s in zip(pred.split(256), test_seg.split(256)):
         pixels = p.view(-1, grid, grid).repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)
         confusion += confusion_matrix(pixels, s, num_classes)
-    metrics = confusion_scores(confusion)
+    metrics = iou_metrics(confusion)
     return {
         "mean_iou": metrics["mean_iou"],
         "pixel_accuracy": metrics["pixel_accuracy"],
@@ -105,11 +105,19 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     return torch.bincount(target * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
 
 
-def confusion_scores(confusion: Tensor) -> dict:
-    """`iou_metrics` of a confusion matrix computed by the shipped `evaluate` metric `mean_iou` (`load_metric`).
+def iou_metrics(confusion: Tensor) -> dict:
+    """Intersection over union per class, its mean and the pixel accuracy of a confusion matrix (percent).
 
-    The pixels go in grouped: one `(predicted class, true class, count)` row per non-zero cell (the metric's
-    `counts` configuration), so the cost does not grow with the number of pixels. Same values as `iou_metrics`.
+    `IoU_c = TP_c / (TP_c + FP_c + FN_c)` with `TP_c = confusion[c, c]`, `FN_c` the rest of row `c` (ground truth c)
+    and `FP_c` the rest of column `c` (predicted c). The mean runs over the classes present in the ground truth or the
+    prediction; the others get None in `per_class_iou`.
+
+    Computed by the shipped `evaluate` metric `mean_iou` (`load_metric`), with the pixels grouped: one
+    `(predicted class, true class, count)` row per non-zero cell (the metric's `counts` configuration), so the cost
+    does not grow with the number of pixels.
+
+    Returns:
+        `mean_iou`, `pixel_accuracy` (floats in [0, 100]) and `per_class_iou` (one float or None per class).
     """
     confusion = confusion.cpu()
     true, pred = confusion.nonzero(as_tuple=True)
@@ -119,29 +127,6 @@ def confusion_scores(confusion: Tensor) -> dict:
         counts=confusion[true, pred].numpy(),
         num_classes=confusion.shape[0],
     )
-
-
-def iou_metrics(confusion: Tensor) -> dict:
-    """Intersection over union per class, its mean and the pixel accuracy of a confusion matrix (percent).
-
-    `IoU_c = TP_c / (TP_c + FP_c + FN_c)` with `TP_c = confusion[c, c]`, `FN_c` the rest of row `c` (ground truth c)
-    and `FP_c` the rest of column `c` (predicted c). The mean runs over the classes present in the ground truth or the
-    prediction; the others get None in `per_class_iou`.
-
-    Returns:
-        `mean_iou`, `pixel_accuracy` (floats in [0, 100]) and `per_class_iou` (one float or None per class).
-    """
-    confusion = confusion.double()
-    tp = confusion.diag()
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    present = union > 0
-    iou = torch.where(present, tp / union.clamp(min=1), torch.zeros_like(tp))
-    total = confusion.sum()
-    return {
-        "mean_iou": 100.0 * iou[present].mean().item() if present.any() else 0.0,
-        "pixel_accuracy": 100.0 * (tp.sum() / total).item() if total > 0 else 0.0,
-        "per_class_iou": [100.0 * v if ok else None for v, ok in zip(iou.tolist(), present.tolist())],
-    }
 
 
 def resize_segmentation(segmentation: Tensor, image_size: int) -> Tensor:

@@ -123,8 +123,7 @@ def _flatten(maps: list) -> np.ndarray:
 def _scores(confusion: torch.Tensor) -> dict:
     """Mean IoU, pixel accuracy and per-class IoU (percent) of a `(C, C)` count matrix (row = true class).
 
-    The arithmetic runs in float64 torch so that the reductions (and thus the last bits of the mean) are those of the
-    tensor code of `ssl_hf.evaluation.dense.iou_metrics`.
+    The arithmetic runs in float64 torch (the reductions, and so the last bits of the mean, match torch tensor code).
     """
     confusion = confusion.double()
     tp = confusion.diag()

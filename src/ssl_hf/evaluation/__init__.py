@@ -1,5 +1,6 @@
 """Evaluation of exported backbones (D7): consumes only what plain transformers loads."""
 
+import os
 import time
 
 import datasets
@@ -10,6 +11,7 @@ from transformers import PreTrainedModel
 
 from ..data.datasets import ImageSource, load_image_source
 from ..data.views import EvalView
+from .cache import FeatureCache, default_cache_dir, model_fingerprint
 from .dense import confusion_matrix, dense_probe, iou_metrics, resize_segmentation
 from .features import (
     extract_features,
@@ -47,6 +49,8 @@ def evaluate_backbone(
     dense_epochs: int = 10,
     max_train_images: int | None = 2000,
     max_test_images: int | None = 1000,
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Evaluates an exported backbone's frozen features; one feature pass serves every image-level protocol.
 
@@ -75,6 +79,9 @@ def evaluate_backbone(
         dense_epochs: Epochs of the `dense` patch probe.
         max_train_images: `dense` only: train on the first `max_train_images` images of the train split (None: all).
         max_test_images: `dense` only: score the first `max_test_images` images of the test split (None: all).
+        cache: Keep extracted features on disk (safetensors, keyed by the weights' files, the dataset's fingerprint,
+            the split, the view and the pooling) and reuse them in later calls.
+        cache_dir: Cache folder (default `$SSL_HF_CACHE/features`, i.e. `~/.cache/ssl_hf/features`).
 
     Returns:
         One JSON-ready dict per protocol: protocol, dataset, settings, sample counts and timing, plus `top1` and `top5`
@@ -98,14 +105,36 @@ def evaluate_backbone(
         dense_sources = [load_image_source(dense_dataset, split, **kwargs) for split in (train_split, test_split)]
         for source, split in zip(dense_sources, (train_split, test_split)):
             _check_segmentation(source.dataset, f"Split '{split}' of {dense_dataset}")
+    store = FeatureCache((cache_dir or default_cache_dir()) if cache else None)
+    identity = {
+        "model": model_fingerprint(model_path, random_init, seed),
+        "revision": getattr(model.config, "_commit_hash", None),  # set for Hub downloads
+        "view": _view_key(view),
+    }
     results = {}
     if image_protocols:
         train = load_image_source(dataset, train_split, **kwargs)
         test = load_image_source(dataset, test_split, **kwargs)
         for source, split in ((train, train_split), (test, test_split)):
             _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
-        train_f, train_y = extract_features(model, train, view, label_column, pool, batch_size, desc="train features")
-        test_f, test_y = extract_features(model, test, view, label_column, pool, batch_size, desc="test features")
+
+        def pooled(source: ImageSource, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+            fields = {**identity, **_source_key(source, dataset, split), "pool": pool, "labels": label_column}
+            out = store.get_or_compute(
+                fields,
+                lambda: dict(
+                    zip(
+                        ("features", "labels"),
+                        extract_features(
+                            model, source, view, label_column, pool, batch_size, desc=f"{split} features"
+                        ),
+                    )
+                ),
+            )
+            return out["features"], out["labels"]
+
+        train_f, train_y = pooled(train, train_split)
+        test_f, test_y = pooled(test, test_split)
         common = {
             "backbone": backbone,
             "model": str(model_path),
@@ -127,8 +156,22 @@ def evaluate_backbone(
     if dense_sources is not None:
         start = time.perf_counter()
         image_size, patch_size = view.image_size, _patch_size(model)
+
+        def tokens(source: ImageSource, split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+            fields = {**identity, **_source_key(source, dense_dataset, split), "patch_tokens": limit}
+            out = store.get_or_compute(
+                fields,
+                lambda: dict(
+                    zip(
+                        ("tokens", "segmentation"),
+                        _dense_split(model, source, view, batch_size, limit, f"{split} tokens"),
+                    )
+                ),
+            )
+            return out["tokens"], out["segmentation"]
+
         (train_t, train_seg), (test_t, test_seg) = (
-            _dense_split(model, source, view, batch_size, limit, f"{split} patch tokens")
+            tokens(source, split, limit)
             for source, split, limit in zip(
                 dense_sources, (train_split, test_split), (max_train_images, max_test_images)
             )
@@ -165,6 +208,15 @@ def evaluate_knn(model_path: str, dataset: str = "digits", **kwargs) -> dict:
 def evaluate_dense(model_path: str, dataset: str = "digit-scenes", **kwargs) -> dict:
     """Dense patch probe (mean IoU, pixel and patch accuracy) on `dataset`; see `evaluate_backbone` for the arguments."""
     return evaluate_backbone(model_path, protocols=("dense",), dense_dataset=dataset, **kwargs)[0]
+
+
+def _view_key(view: EvalView) -> list:
+    return [view.image_size, list(view.mean), list(view.std)]
+
+
+def _source_key(source: ImageSource, name: str, split: str) -> dict:
+    """Identifies a split's content: the `datasets` fingerprint (changes with the data), plus name and split."""
+    return {"dataset": name, "split": split, "fingerprint": getattr(source.dataset, "_fingerprint", None)}
 
 
 def _check_dense_backbone(model: PreTrainedModel) -> None:

@@ -1,11 +1,18 @@
-"""Representation diagnostics (`ssl_hf.evaluation.diagnostics`) on collapsed, rank-deficient and isotropic inputs."""
+"""Representation diagnostics (`ssl_hf.evaluation.diagnostics`) on collapsed, rank-deficient, isotropic and hand inputs."""
 
 import math
 
 import pytest
 import torch
 
-from ssl_hf.evaluation.diagnostics import alignment, effective_rank, embedding_std, uniformity
+from ssl_hf.evaluation.diagnostics import (
+    alignment,
+    effective_rank,
+    embedding_std,
+    singular_values,
+    token_cosine_similarity,
+    uniformity,
+)
 
 
 def _gaussian(n, d, seed=0):
@@ -82,3 +89,81 @@ def test_all_return_python_floats_and_reject_bad_shapes():
         effective_rank(torch.ones(5))
     with pytest.raises(ValueError, match="at least 2"):
         uniformity(torch.ones(1, 4))
+
+
+def _brute_token_similarity(tokens):
+    """Reference: explicit Gram matrix per image, mean of the off-diagonal, mean over images."""
+    u = torch.nn.functional.normalize(tokens.double(), dim=-1)
+    gram = u @ u.transpose(1, 2)
+    L = tokens.shape[1]
+    off = gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)
+    return (off / (L * (L - 1))).mean().item()
+
+
+def test_token_cosine_similarity_identical_tokens_is_one():
+    scales = torch.tensor([0.5, 2.0, -30.0]).view(3, 1, 1)  # one scale per image
+    tokens = scales * _gaussian(1, 16, seed=2).expand(3, 10, 16)  # every token of an image is the same vector
+    assert tokens.shape == (3, 10, 16)
+    assert token_cosine_similarity(tokens) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_token_cosine_similarity_random_high_dimensional_tokens_is_about_zero():
+    tokens = torch.randn(8, 64, 512, generator=torch.Generator().manual_seed(0))
+    assert token_cosine_similarity(tokens) == pytest.approx(0.0, abs=0.01)
+
+
+def test_token_cosine_similarity_hand_value_and_bounds():
+    # cos pairs: (a, b) = 0, (a, c) = (b, c) = 1/sqrt(2); mean over the 6 ordered pairs = sqrt(2) / 3
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    assert token_cosine_similarity(tokens) == pytest.approx(math.sqrt(2) / 3, rel=1e-6)
+    # per image first, then over images: an image of identical tokens (1) and one of orthogonal tokens (0)
+    pair = torch.stack([torch.ones(2, 2), torch.eye(2)])
+    assert token_cosine_similarity(pair) == pytest.approx(0.5, rel=1e-6)
+    # the lower bound -1 / (L - 1) for tokens summing to zero
+    assert token_cosine_similarity(torch.tensor([[[1.0, 2.0], [-1.0, -2.0]]])) == pytest.approx(-1.0, rel=1e-6)
+    # an all-zero token is similarity 0 to the others (like a zero row of the Gram matrix)
+    assert token_cosine_similarity(torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 0.0]]])) == pytest.approx(1 / 3)
+
+
+def test_token_cosine_similarity_matches_the_gram_matrix_and_ignores_scale():
+    gen = torch.Generator().manual_seed(4)
+    tokens = torch.randn(5, 17, 24, generator=gen) + 0.5  # a shared offset: clearly positive similarity
+    expected = _brute_token_similarity(tokens)
+    assert expected > 0.1
+    assert token_cosine_similarity(tokens) == pytest.approx(expected, rel=1e-5)
+    scales = torch.rand(5, 17, 1, generator=gen) * 100 + 1e-3  # every token its own scale
+    assert token_cosine_similarity(tokens * scales) == pytest.approx(expected, rel=1e-5)
+    assert token_cosine_similarity(tokens.double()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_token_cosine_similarity_drops_prefix_tokens_and_rejects_bad_shapes():
+    gen = torch.Generator().manual_seed(5)
+    patches = torch.randn(4, 9, 32, generator=gen)
+    cls = 100 * torch.ones(4, 1, 32)  # a very different leading token
+    hidden = torch.cat([cls, patches], dim=1)
+    assert token_cosine_similarity(hidden, num_prefix_tokens=1) == pytest.approx(
+        token_cosine_similarity(patches), rel=1e-6
+    )
+    assert token_cosine_similarity(hidden) != pytest.approx(token_cosine_similarity(patches), rel=1e-3)
+    value = token_cosine_similarity(patches.requires_grad_())
+    assert type(value) is float
+    with pytest.raises(ValueError, match=r"\(B, L, D\)"):
+        token_cosine_similarity(torch.ones(9, 32))
+    with pytest.raises(ValueError, match="two tokens"):
+        token_cosine_similarity(hidden[:, :2], num_prefix_tokens=1)
+    with pytest.raises(ValueError, match="num_prefix_tokens"):
+        token_cosine_similarity(hidden, num_prefix_tokens=-1)
+
+
+def test_singular_values_are_the_effective_rank_spectrum():
+    z = _gaussian(300, 20, seed=6) * torch.linspace(0.1, 3.0, 20)  # anisotropic
+    s = singular_values(z)
+    assert s.shape == (20,)
+    assert s.dtype == torch.float32
+    assert torch.all(s[:-1] >= s[1:])  # decreasing
+    torch.testing.assert_close(s, torch.linalg.svdvals(z - z.mean(0)))  # centred, not L2-normalised
+    p = s.double() / s.double().sum()
+    assert effective_rank(z) == pytest.approx(math.exp(-(p * p.log()).sum().item()), rel=1e-5)
+    torch.testing.assert_close(singular_values(4 * z), 4 * s, rtol=1e-5, atol=1e-5)
+    assert torch.all(singular_values(torch.ones(6, 3)) == 0)  # collapsed: no spectrum (effective rank 0)
+    assert singular_values(_gaussian(5, 12)).shape == (5,)  # min(N, d) values

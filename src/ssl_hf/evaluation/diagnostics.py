@@ -1,6 +1,7 @@
-"""Representation diagnostics on `(N, d)` embedding matrices: effective rank, collapse std, alignment, uniformity.
+"""Representation diagnostics: effective rank and spectrum, collapse std, alignment, uniformity, token similarity.
 
-All functions compute in float32 without gradients and return Python floats.
+All functions take `(N, d)` embedding matrices (`token_cosine_similarity`: `(B, L, D)` tokens), compute in float32
+without gradients and return Python floats (`singular_values`: a tensor).
 """
 
 import math
@@ -37,8 +38,29 @@ def effective_rank(z: Tensor) -> float:
     Returns:
         The effective rank.
     """
+    return _spectrum_effective_rank(singular_values(z))
+
+
+@torch.no_grad()
+def singular_values(z: Tensor) -> Tensor:
+    """Singular values of the centred embedding matrix `z - z.mean(0)`, in decreasing order.
+
+    This is the spectrum of `effective_rank` (which calls this function) and of
+    `ssl_hf.evaluation.plots.plot_spectrum`. The rows are centred but not L2-normalised, as in `effective_rank`. A
+    fully collapsed `z` gives all zeros.
+
+    Args:
+        z: `(N, d)` embeddings.
+
+    Returns:
+        `(min(N, d),)` float32 singular values on the device of `z`.
+    """
     z = _as_matrix(z)
-    singular = torch.linalg.svdvals(z - z.mean(dim=0, keepdim=True))
+    return torch.linalg.svdvals(z - z.mean(dim=0, keepdim=True))
+
+
+def _spectrum_effective_rank(singular: Tensor) -> float:
+    """`exp` of the Shannon entropy of `singular / singular.sum()`; 0.0 for an all-zero spectrum."""
     total = singular.sum()
     if total <= 0:
         return 0.0
@@ -112,3 +134,49 @@ def uniformity(z: Tensor, t: float = 2.0) -> float:
     z = F.normalize(_as_matrix(z, min_rows=2), dim=1)
     log_potential = torch.pdist(z, p=2).pow(2).mul(-t)
     return (torch.logsumexp(log_potential, dim=0) - math.log(log_potential.numel())).item()  # stable log-mean-exp
+
+
+@torch.no_grad()
+def token_cosine_similarity(tokens: Tensor, num_prefix_tokens: int = 0) -> float:
+    """Mean pairwise cosine similarity between the tokens of the same image, averaged over images.
+
+    For image `b` with L2-normalised tokens `u_1 .. u_L`, the score is the mean of `cos(u_i, u_j)` over the
+    `L (L - 1)` ordered pairs `i != j` (the off-diagonal of the `L x L` Gram matrix); the result is the mean over
+    images. 1 when all tokens of an image point the same way (homogeneous tokens), about 0 for unrelated tokens in
+    high dimension, and at least `-1 / (L - 1)`. It is invariant to the scale of each token. The off-diagonal sum is
+    computed as `||sum_i u_i||^2 - sum_i ||u_i||^2` (Gram sum minus its diagonal) without building the Gram matrix,
+    so memory stays `O(B L D)`; an all-zero token counts as similarity 0 to every other token.
+
+    This is the measure behind ASL's Fig. 1 ("representational similarity among tokens", ViT-B models), which shows
+    that hybrid CL + MIM methods (ccMIM and SIM over MAE, iBOT over DINO) make the tokens of an image more similar,
+    i.e. more homogeneous, than their baselines. The paper gives no formula, layer or cls rule; the choices here
+    are ours: cosine similarity, the last layer's output after the final norm (the tokens the probes read, as
+    returned by `ssl_hf.evaluation.features.patch_tokens`), and patch tokens only, since the cls token is an
+    image-level summary and ASL's argument is about patches (ASL never aligns the cls token either).
+
+    Reference: Z. Li et al., "Self-Supervised Representation Learning from Arbitrary Scenarios", CVPR 2024, Fig. 1.
+
+    Args:
+        tokens: `(B, L, D)` tokens of `B` images, e.g. `patch_tokens(model, pixel_values)` (cls and register tokens
+            already dropped) or a `last_hidden_state`.
+        num_prefix_tokens: Leading tokens of each image to leave out (1 for the cls token of a ViT
+            `last_hidden_state`, plus the register tokens of a DINOv2 with registers; 0 for `patch_tokens` output).
+
+    Returns:
+        The mean pairwise token cosine similarity.
+
+    Raises:
+        ValueError: Unless `tokens` is 3-D with at least two tokens per image after the prefix is dropped.
+    """
+    if tokens.ndim != 3:
+        raise ValueError(f"`tokens` must be a (B, L, D) tensor, got shape {tuple(tokens.shape)}.")
+    if num_prefix_tokens < 0:
+        raise ValueError(f"`num_prefix_tokens` must be >= 0, got {num_prefix_tokens}.")
+    u = F.normalize(tokens.detach()[:, num_prefix_tokens:].float(), dim=-1)
+    B, L, D = u.shape
+    if B == 0 or L < 2:
+        raise ValueError(f"Need at least one image with two tokens, got {B} image(s) with {L} token(s) each.")
+    gram_sum = u.sum(dim=1, dtype=torch.float64).square().sum(dim=1)  # (B,): sum over all i, j of <u_i, u_j>
+    diagonal = u.square().sum(dim=(1, 2), dtype=torch.float64)  # (B,): sum over i of ||u_i||^2 (1, or 0 for zeros)
+    per_image = (gram_sum - diagonal) / (L * (L - 1))
+    return per_image.mean().item()

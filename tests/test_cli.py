@@ -215,10 +215,27 @@ def test_pretrain_export_evaluate(tmp_path, capsys):
     assert "| knn (k=5, T=0.07, cls features) |" in card.text
     assert "mae" in card.data.tags
 
-    main(["evaluate", str(export), "--dataset", str(squares), "--protocol", "all", "--k", "5", "--probe_epochs", "5"])
+    cheap = ["--k", "5", "--probe_epochs", "5", "--shots", "1,2,50", "--fewshot_trials", "1", "--finetune_epochs", "1"]
+    cheap += [
+        "--max_train_images",
+        "32",
+        "--max_test_images",
+        "16",
+        "--dense_epochs",
+        "1",
+        "--diagnostics_images",
+        "32",
+    ]
+    output = tmp_path / "results.json"
+    main(["evaluate", str(export), "--dataset", str(squares), "--protocol", "all", "--output", str(output), *cheap])
     printed = capsys.readouterr().out
     assert "knn (k=5" in printed
     assert "linear (BN+linear, SGD 5 ep" in printed
+    rows = json.loads(output.read_text())["results"]
+    # every protocol reports; 50-shot is skipped (5 images per class), the plots land in the export folder
+    assert [r["protocol"] for r in rows] == ["knn", "linear", "fewshot", "fewshot", "finetune", "dense", "diagnostics"]
+    assert [r["shots"] for r in rows if r["protocol"] == "fewshot"] == [1, 2]
+    assert sorted(p.name for p in (export / "plots").iterdir()) == ["pretrained_pca.png", "pretrained_spectrum.png"]
 
 
 def test_export_without_config_exits_2(tmp_path, capsys):

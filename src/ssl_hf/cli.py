@@ -203,15 +203,25 @@ def _evaluate(argv: list[str]) -> None:
     )
     parser.add_argument(
         "--protocol",
-        choices=[*PROTOCOLS, "all"],
         default="knn",
-        help="knn (DINO), linear (MAE-style probe), dense (patch probe, mIoU on segmentation) or all.",
+        help=f"One or more (comma-separated) of {', '.join(PROTOCOLS)}, or all: knn (DINO's weighted k-NN), linear "
+        "(MAE-style probe), fewshot (probe on n labels per class), finetune (layer-wise lr decay), dense (patch probe, "
+        "mIoU on segmentation), diagnostics (geometry, token similarity, plots).",
     )
-    parser.add_argument("--dense_dataset", help="Dataset of the dense protocol under --protocol all (digit-scenes).")
+    parser.add_argument("--dense_dataset", help="Dataset of the dense protocol next to others (digit-scenes).")
     parser.add_argument("--dense_epochs", type=int, default=10, help="Dense patch-probe epochs.")
     parser.add_argument("--max_train_images", type=int, default=2000, help="Dense: first N train images.")
     parser.add_argument("--max_test_images", type=int, default=1000, help="Dense: first N test images.")
     parser.add_argument("--probe_epochs", type=int, default=100, help="Linear-probe epochs on cached features.")
+    parser.add_argument("--shots", default="1,5,10", help="Few-shot: labelled images per class (comma-separated).")
+    parser.add_argument("--fewshot_trials", type=int, default=3, help="Few-shot: random draws per setting.")
+    parser.add_argument("--finetune_epochs", type=int, default=3, help="Fine-tune epochs.")
+    parser.add_argument(
+        "--finetune_max_train_images", type=int, default=2000, help="Fine-tune on N random train images (0: all)."
+    )
+    parser.add_argument("--layer_decay", type=float, default=0.75, help="Fine-tune layer-wise lr decay.")
+    parser.add_argument("--diagnostics_images", type=int, default=1024, help="Diagnostics: test images used.")
+    parser.add_argument("--plots_dir", help="Diagnostics plots (default: EXPORT/plots for a local export).")
     parser.add_argument("--output", help="Write the results JSON here.")
     parser.add_argument("--train_split", default="train")
     parser.add_argument("--test_split", default="test")
@@ -226,15 +236,33 @@ def _evaluate(argv: list[str]) -> None:
         "--compare_random_init", action="store_true", help="Also evaluate a randomly initialised twin, side by side."
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache_dir", help="Feature cache (default: $SSL_HF_CACHE/features).")
+    parser.add_argument("--no_cache", action="store_true", help="Do not read or write cached features.")
     parser.add_argument("--update_card", action="store_true", help="Write the results into the export's README.md.")
     args = parser.parse_args(argv)
-    dense_only = args.protocol == "dense"
+    protocols = PROTOCOLS if args.protocol == "all" else tuple(p.strip() for p in args.protocol.split(","))
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        parser.error(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)} or all")
+    dense_only = protocols == ("dense",)
     args.dataset = args.dataset or ("digit-scenes" if dense_only else "digits")
+    plots_dir = args.plots_dir
+    if plots_dir is None and "diagnostics" in protocols:
+        plots_dir = (
+            Path(args.model) / "plots" if Path(args.model).is_dir() else Path(args.output or ".").parent / "plots"
+        )
     common = dict(
         dense_dataset=args.dataset if dense_only else (args.dense_dataset or "digit-scenes"),
         dense_epochs=args.dense_epochs,
         max_train_images=args.max_train_images,
         max_test_images=args.max_test_images,
+        shots=tuple(int(n) for n in args.shots.split(",")),
+        fewshot_trials=args.fewshot_trials,
+        finetune_epochs=args.finetune_epochs,
+        finetune_max_train_images=args.finetune_max_train_images or None,
+        layer_decay=args.layer_decay,
+        diagnostics_images=args.diagnostics_images,
+        plots_dir=plots_dir,
         train_split=args.train_split,
         test_split=args.test_split,
         label_column=args.label_column,
@@ -245,7 +273,9 @@ def _evaluate(argv: list[str]) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         probe_epochs=args.probe_epochs,
-        protocols=PROTOCOLS if args.protocol == "all" else (args.protocol,),
+        protocols=protocols,
+        cache=not args.no_cache,
+        cache_dir=args.cache_dir,
     )
     runs = [args.random_init] + ([True] if args.compare_random_init and not args.random_init else [])
     results = [res for r in runs for res in evaluate_backbone(args.model, args.dataset, random_init=r, **common)]
@@ -257,12 +287,26 @@ def _evaluate(argv: list[str]) -> None:
         from ssl_hf.export import update_card
 
         update_card(args.model, report)
-    print(f"\n{args.dataset}: {results[0]['num_test']} test images")
-    print(f"{'backbone':<14}{'protocol':<60}{'top-1 / mIoU':>14}{'top-5 / pixel acc':>19}")
+    print(f"\n{'backbone':<14}{'protocol':<72}result")
     for r in results:
-        name = f"{r['protocol']} ({r['settings']}) on {r['dataset']}"
-        first, second = (100 * r["top1"], 100 * r["top5"]) if "top1" in r else (r["mean_iou"], r["pixel_accuracy"])
-        print(f"{r['backbone']:<14}{name:<60}{first:>13.2f}%{second:>18.2f}%")
+        print(f"{r['backbone']:<14}{r['protocol'] + ' (' + r['settings'] + ') on ' + r['dataset']:<72}{_summary(r)}")
+
+
+def _summary(r: dict) -> str:
+    """One line per result: accuracies, mIoU or the feature geometry."""
+    if "top1_mean" in r:
+        return f"top-1 {100 * r['top1_mean']:.2f} ± {100 * r['top1_std']:.2f} %, top-5 {100 * r['top5_mean']:.2f} %"
+    if "top1" in r:
+        return f"top-1 {100 * r['top1']:.2f} %, top-5 {100 * r['top5']:.2f} % ({r.get('num_test', '?')} test images)"
+    if "mean_iou" in r:
+        return f"mIoU {r['mean_iou']:.2f} %, pixel accuracy {r['pixel_accuracy']:.2f} %"
+    similarity = r.get("token_cosine_similarity")
+    tokens = "n/a" if similarity is None else f"{similarity:.3f}"
+    plots = f", plots in {Path(next(iter(r['plots'].values()))).parent}" if r.get("plots") else ""
+    return (
+        f"alignment {r['alignment']:.3f}, uniformity {r['uniformity']:.3f}, effective rank "
+        f"{r['effective_rank']:.1f}, token similarity {tokens}{plots}"
+    )
 
 
 def _push(argv: list[str]) -> None:

@@ -1,8 +1,10 @@
 """Linear probe: MAE's head (BatchNorm without affine + linear) trained on cached features."""
 
+import pytest
 import torch
 
 from ssl_hf.evaluation import LinearProbe, linear_probe_accuracy
+from ssl_hf.evaluation.linear_probe import train_linear_probe
 
 
 def _blobs(n_per_class=40, classes=4, dim=8, seed=0, spread=0.3):
@@ -38,3 +40,30 @@ def test_features_get_no_gradient():
     x.requires_grad_(False)
     linear_probe_accuracy(x, y, x, y, epochs=2, batch_size=32)
     assert x.grad is None
+
+
+def test_lars_probe_fits_separable_features_at_the_large_batch_lr():
+    x, y = _blobs()
+    xt, yt = _blobs(seed=0)
+    # MAE: blr 0.1 at an effective batch of 16384, i.e. lr 6.4 (LARS steps are lr * 1e-3 * ||W||)
+    result = linear_probe_accuracy(x, y, xt, yt, epochs=30, batch_size=32, base_lr=6.4 * 256 / 32, optimizer="lars")
+    assert result["top1"] == 1.0
+
+
+def test_lars_step_is_trust_ratio_scaled_on_the_weight_and_plain_sgd_on_the_bias():
+    x, y = _blobs()
+    torch.manual_seed(0)
+    w0 = LinearProbe(x.shape[1], 4).head.weight.detach().clone()  # the probe's initialisation for seed 0
+    one_step = dict(epochs=1, batch_size=len(x), base_lr=0.1 * 256 / len(x), warmup_epochs=0)  # lr 0.1, one step
+    lars = train_linear_probe(x, y, 4, optimizer="lars", **one_step)
+    sgd = train_linear_probe(x, y, 4, **one_step)
+    step = (lars.head.weight - w0).norm().item()
+    assert step == pytest.approx(0.1 * 1e-3 * w0.norm().item(), rel=1e-4)  # lr * trust coefficient * ||W||
+    assert (sgd.head.weight - w0).norm() > 10 * step
+    assert torch.allclose(lars.head.bias, sgd.head.bias)  # the bias is not adapted: the same SGD step
+
+
+def test_unknown_probe_optimizer():
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="Unknown linear-probe optimizer 'adam'"):
+        linear_probe_accuracy(x, y, x, y, epochs=1, optimizer="adam")

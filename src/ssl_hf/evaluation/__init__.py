@@ -1,5 +1,6 @@
 """Evaluation of exported backbones (D7): consumes only what plain transformers loads."""
 
+import logging
 import os
 import time
 
@@ -21,11 +22,15 @@ from .features import (
     patch_tokens,
     pooled_features,
 )
+from .fewshot import fewshot_accuracy
+from .finetune import finetune_accuracy, layer_decay_param_groups
 from .knn import knn_accuracy, knn_predict
 from .linear_probe import LinearProbe, linear_probe_accuracy
 
 
-PROTOCOLS = ("knn", "linear", "dense")
+logger = logging.getLogger(__name__)
+PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "dense", "diagnostics")
+FEATURE_PROTOCOLS = ("knn", "linear", "fewshot")  # served by one pass of pooled features
 SEGMENTATION_COLUMN = "segmentation"
 
 
@@ -49,15 +54,24 @@ def evaluate_backbone(
     dense_epochs: int = 10,
     max_train_images: int | None = 2000,
     max_test_images: int | None = 1000,
+    shots: tuple[int, ...] = (1, 5, 10),
+    fewshot_trials: int = 3,
+    finetune_epochs: int = 3,
+    finetune_max_train_images: int | None = 2000,
+    layer_decay: float = 0.75,
+    diagnostics_images: int = 1024,
+    plots_dir: str | os.PathLike | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> list[dict]:
-    """Evaluates an exported backbone's frozen features; one feature pass serves every image-level protocol.
+    """Evaluates an exported backbone; one (cached) feature pass serves every frozen-feature protocol.
 
-    Protocols: `knn` (weighted k-NN, DINO: cosine, k=20, T=0.07) and `linear` (MAE-style linear probe: BatchNorm
-    without affine + linear, SGD on cached features) classify images of `dataset`; `dense` (see `dense_probe`)
-    classifies every patch token of `dense_dataset` with a linear head and scores it as semantic segmentation (mean
-    IoU, pixel and patch accuracy). The image-level feature pass only runs when `knn` or `linear` is requested.
+    Protocols on images of `dataset`: `knn` (weighted k-NN, DINO: cosine, k=20, T=0.07), `linear` (MAE-style linear
+    probe: BatchNorm without affine + linear, SGD on cached features), `fewshot` (the linear probe on `n` labelled
+    images per class, `fewshot_trials` draws), `finetune` (full fine-tuning with layer-wise lr decay,
+    `finetune_accuracy`) and `diagnostics` (`feature_diagnostics`: alignment, uniformity, effective rank, token cosine
+    similarity, plots). `dense` (`dense_probe`) classifies every patch token of `dense_dataset` with a linear head and
+    scores it as semantic segmentation (mean IoU, pixel and patch accuracy).
 
     Args:
         model_path: Export folder or Hub id.
@@ -79,13 +93,22 @@ def evaluate_backbone(
         dense_epochs: Epochs of the `dense` patch probe.
         max_train_images: `dense` only: train on the first `max_train_images` images of the train split (None: all).
         max_test_images: `dense` only: score the first `max_test_images` images of the test split (None: all).
+        shots: `fewshot`: labelled images per class of each setting.
+        fewshot_trials: `fewshot`: random draws per setting (mean and std reported).
+        finetune_epochs: `finetune`: epochs of full fine-tuning (`finetune_accuracy`).
+        finetune_max_train_images: `finetune`: train on this many training images drawn at random (None: all).
+        layer_decay: `finetune`: layer-wise learning-rate decay.
+        diagnostics_images: `diagnostics`: test images used.
+        plots_dir: `diagnostics`: write the spectrum and projection PNGs here (None: no plots).
         cache: Keep extracted features on disk (safetensors, keyed by the weights' files, the dataset's fingerprint,
             the split, the view and the pooling) and reuse them in later calls.
         cache_dir: Cache folder (default `$SSL_HF_CACHE/features`, i.e. `~/.cache/ssl_hf/features`).
 
     Returns:
-        One JSON-ready dict per protocol: protocol, dataset, settings, sample counts and timing, plus `top1` and `top5`
-        (`knn`, `linear`) or `mean_iou`, `pixel_accuracy`, `patch_accuracy` and `per_class_iou` (`dense`, percent).
+        JSON-ready dicts in the order of `protocols` (one per few-shot setting): protocol, dataset, settings, sample
+        counts and timing, plus `top1` and `top5` (`knn`, `linear`, `finetune`), `top1_mean`/`top1_std`/... (`fewshot`),
+        `mean_iou`, `pixel_accuracy`, `patch_accuracy` and `per_class_iou` (`dense`, percent) or the geometry
+        (`diagnostics`).
 
     Raises:
         ValueError: For an unknown protocol, unusable labels, or (`dense`) a CNN backbone or a dataset without a
@@ -94,7 +117,7 @@ def evaluate_backbone(
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"Unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}.")
-    image_protocols = [p for p in protocols if p != "dense"]
+    image_protocols = [p for p in protocols if p in FEATURE_PROTOCOLS]
     start = time.perf_counter()
     model, view = load_backbone(model_path, random_init=random_init, seed=seed)
     kwargs = {"image_column": image_column}  # built-in sets at native size; the eval view resizes
@@ -149,10 +172,74 @@ def evaluate_backbone(
             if protocol == "knn":
                 metrics = knn_accuracy(train_f, train_y, test_f, test_y, k, temperature)
                 settings = {"settings": f"k={k}, T={temperature}, {pool} features", "k": k, "temperature": temperature}
-            else:
+            elif protocol == "linear":
                 metrics = linear_probe_accuracy(train_f, train_y, test_f, test_y, epochs=probe_epochs, seed=seed)
                 settings = {"settings": f"BN+linear, SGD {probe_epochs} ep, {pool} features", "epochs": probe_epochs}
+            else:
+                results[protocol] = [
+                    {
+                        "protocol": protocol,
+                        **common,
+                        "settings": f"{r['shots']} per class, {fewshot_trials} draws, BN+linear, {pool} features",
+                        **r,
+                    }
+                    for r in fewshot_accuracy(
+                        train_f,
+                        train_y,
+                        test_f,
+                        test_y,
+                        shots=_feasible_shots(shots, train_y),
+                        trials=fewshot_trials,
+                        seed=seed,
+                    )
+                ]
+                continue
             results[protocol] = {"protocol": protocol, **common, **settings, **metrics}
+    if "finetune" in protocols:
+        start = time.perf_counter()
+        train = load_image_source(dataset, train_split, **kwargs)
+        test = load_image_source(dataset, test_split, **kwargs)
+        for source, split in ((train, train_split), (test, test_split)):
+            _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
+        num_classes = 1 + max(pc.max(s.dataset.data.column(label_column)).as_py() for s in (train, test))
+        metrics = finetune_accuracy(
+            model,
+            train,
+            test,
+            view,
+            num_classes,
+            epochs=finetune_epochs,
+            layer_decay=layer_decay,
+            pool=pool,
+            label_column=label_column,
+            seed=seed,
+            max_train_images=finetune_max_train_images,
+        )
+        limit = "all" if finetune_max_train_images is None else finetune_max_train_images
+        results["finetune"] = {
+            "protocol": "finetune",
+            "backbone": backbone,
+            "model": str(model_path),
+            "dataset": dataset,
+            "split": test_split,
+            "settings": f"full fine-tune, {finetune_epochs} ep on {limit} images, layer decay {layer_decay}, {pool}",
+            **metrics,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    if "diagnostics" in protocols:
+        source = load_image_source(dataset, test_split, **kwargs)
+        prefix = "random_init" if random_init else "pretrained"
+        results["diagnostics"] = {
+            "protocol": "diagnostics",
+            "backbone": backbone,
+            "model": str(model_path),
+            "dataset": dataset,
+            "split": test_split,
+            "settings": f"{diagnostics_images} images, {pool} features",
+            **feature_diagnostics(
+                model, view, source, diagnostics_images, label_column, pool, seed, plots_dir, prefix
+            ),
+        }
     if dense_sources is not None:
         start = time.perf_counter()
         image_size, patch_size = view.image_size, _patch_size(model)
@@ -197,7 +284,7 @@ def evaluate_backbone(
             "feature_seconds": round(feature_seconds, 1),
             "probe_seconds": round(time.perf_counter() - start - feature_seconds, 1),
         }
-    return [results[p] for p in protocols]
+    return [row for p in protocols for row in (results[p] if isinstance(results[p], list) else [results[p]])]
 
 
 def evaluate_knn(model_path: str, dataset: str = "digits", **kwargs) -> dict:
@@ -208,6 +295,22 @@ def evaluate_knn(model_path: str, dataset: str = "digits", **kwargs) -> dict:
 def evaluate_dense(model_path: str, dataset: str = "digit-scenes", **kwargs) -> dict:
     """Dense patch probe (mean IoU, pixel and patch accuracy) on `dataset`; see `evaluate_backbone` for the arguments."""
     return evaluate_backbone(model_path, protocols=("dense",), dense_dataset=dataset, **kwargs)[0]
+
+
+def _feasible_shots(shots: tuple[int, ...], labels: torch.Tensor) -> tuple[int, ...]:
+    """The few-shot settings every class has enough training images for; the others are skipped with a warning."""
+    smallest = int(torch.bincount(labels.long())[torch.unique(labels.long())].min())
+    kept = tuple(n for n in shots if n <= smallest)
+    if not kept:
+        raise ValueError(
+            f"Few-shot: the smallest class has {smallest} training images, fewer than every setting in --shots "
+            f"{','.join(map(str, shots))}. Choose smaller --shots."
+        )
+    if len(kept) < len(shots):
+        logger.warning(
+            "Few-shot: skipping %s-shot (the smallest class has %d images)", set(shots) - set(kept), smallest
+        )
+    return kept
 
 
 def _view_key(view: EvalView) -> list:

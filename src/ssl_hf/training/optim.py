@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 
-_NO_DECAY_NAMES = ("cls_token", "mask_token", "position_embeddings", "pos_embed", "register_tokens")
+_NO_DECAY_NAMES = ("cls_token", "mask_token", "position_embedding", "pos_embed", "register_tokens")  # substrings
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

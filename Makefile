@@ -6,7 +6,7 @@ CHECK_DIRS := src tests examples benchmarks
 RUN ?= runs/mae-digit-scenes
 EXPORT ?= $(RUN)/export
 
-.PHONY: install pretrain test test-slow test-all bench-speed bench-quality style quality clean
+.PHONY: install pretrain evaluate test test-slow test-all bench-speed bench-quality style quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,8 +23,13 @@ install: $(STAMP)
 pretrain: install
 	$(VENV)/bin/ssl-hf pretrain --config examples/configs/mae_tiny.yaml --output_dir $(RUN) --resume_from_checkpoint latest
 	$(VENV)/bin/ssl-hf export $(RUN)/final --output_dir $(EXPORT)
-	$(VENV)/bin/ssl-hf evaluate $(EXPORT) --dataset digits --protocol all --compare_random_init \
+	$(VENV)/bin/ssl-hf evaluate $(EXPORT) --dataset digits --protocol knn,linear --compare_random_init \
 		--output $(RUN)/eval_digits.json --update_card
+
+# every evaluation protocol on the export of `make pretrain` (k-NN, linear, few-shot, fine-tune, dense, diagnostics
+# with plots in $(EXPORT)/plots), results in $(RUN)/eval_all.json and in the model card
+evaluate: install
+	$(VENV)/bin/ssl-hf evaluate $(EXPORT) --dataset digits --protocol all --output $(RUN)/eval_all.json --update_card
 
 # fast CPU suite (every commit, CI)
 test: install

@@ -135,11 +135,11 @@ def evaluate_backbone(
         "view": _view_key(view),
     }
     results = {}
-    if image_protocols:
-        train = load_image_source(dataset, train_split, **kwargs)
-        test = load_image_source(dataset, test_split, **kwargs)
+    if image_protocols or "finetune" in protocols:  # check the labels before any feature pass
+        train, test = (load_image_source(dataset, split, **kwargs) for split in (train_split, test_split))
         for source, split in ((train, train_split), (test, test_split)):
             _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
+    if image_protocols:
 
         def pooled(source: ImageSource, split: str) -> tuple[torch.Tensor, torch.Tensor]:
             fields = {**identity, **_source_key(source, dataset, split), "pool": pool, "labels": label_column}
@@ -197,10 +197,6 @@ def evaluate_backbone(
             results[protocol] = {"protocol": protocol, **common, **settings, **metrics}
     if "finetune" in protocols:
         start = time.perf_counter()
-        train = load_image_source(dataset, train_split, **kwargs)
-        test = load_image_source(dataset, test_split, **kwargs)
-        for source, split in ((train, train_split), (test, test_split)):
-            _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
         num_classes = 1 + max(pc.max(s.dataset.data.column(label_column)).as_py() for s in (train, test))
         metrics = finetune_accuracy(
             model,

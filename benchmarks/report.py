@@ -42,6 +42,9 @@ def speed_section(path: Path) -> str:
         st = r.get("setting", {"backbone": "vit-small", "patch_size": 4, "image_size": 32, "batch_size": 64})
         patch = f"/{st['patch_size']}" if "patch_size" in st else ""
         setting = f"{st['backbone']}{patch} @{st['image_size']}, batch {st['batch_size']}"
+        timing = r.get("timing", {})
+        if timing and (timing["repeats"], timing["steps"]) != (cfg["repeats"], cfg["steps"]):
+            setting += f" ({timing['repeats']} rounds of {timing['steps']} steps)"
         lines.append(
             f"| {r['pair']} | {setting} | {r['precision']} | {a}: {ips[a]:.1f} img/s | {b}: {ips[b]:.1f} img/s | "
             f"{r['ratio']:.3f} ({low:.2f}–{high:.2f}) | {TARGETS.get(r['pair'], '')} |"

@@ -201,6 +201,7 @@ def measure(pair: str, precision: str, args) -> dict:
         "ratio": medians[b] / medians[a],
         "ratio_meaning": f"step time of {b} / step time of {a}",
         "ratio_rounds": [min(rounds), max(rounds)],
+        "timing": {"warmup": args.warmup, "repeats": args.repeats, "steps": args.steps},
     }
 
 
@@ -218,7 +219,11 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     output = Path(args.output)
-    previous = json.loads(output.read_text()).get("results", []) if output.is_file() else []
+    earlier = json.loads(output.read_text()) if output.is_file() else {}
+    previous = earlier.get("results", [])
+    timing_keys = ("warmup", "repeats", "steps")
+    for r in previous:  # results written before per-result timing was recorded: the file's settings
+        r.setdefault("timing", {k: earlier["config"][k] for k in timing_keys})
     results = []
     for pair in args.pairs.split(","):
         if pair not in PAIRS:
@@ -237,7 +242,9 @@ def main():
 
     report = {
         "benchmark": "training step (forward + backward + fused AdamW), MAE decoder 512x8; settings per result",
-        "config": {k: v for k, v in vars(args).items() if k not in ("output", "pairs", "precisions")},
+        # the header settings of the README table (each result records its own timing too)
+        "config": earlier.get("config")
+        or {k: v for k, v in vars(args).items() if k not in ("output", "pairs", "precisions")},
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
         "versions": {
             "torch": torch.__version__,

@@ -320,3 +320,23 @@ def test_hub_id(tmp_path, monkeypatch):
     (tmp_path / "runs" / "export").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     assert hub_id("runs/export") is None  # an existing local folder, not a Hub id
+
+
+def test_diagnostics_rows_give_a_geometry_table_and_link_plots_in_the_export():
+    row = {
+        "protocol": "diagnostics",
+        "backbone": "pretrained",
+        "dataset": "digits",
+        "alignment": 0.164,
+        "uniformity": -0.702,
+        "effective_rank": 24.5,
+        "token_cosine_similarity": 0.816,
+        "plots": {
+            "spectrum": "/x/export/plots/pretrained_spectrum.png",
+            "projection": "/x/export/plots/pretrained_pca.png",
+        },
+    }
+    text = _evaluation_section({"results": [KNN, row]})
+    assert "| pretrained | digits | 0.164 | -0.702 | 24.5 | 0.816 |" in text
+    assert "![pretrained_pca](plots/pretrained_pca.png)" in text
+    assert card_eval_results({"results": [row]}) == []  # geometry is not a model-index result

@@ -287,9 +287,9 @@ def _evaluate(argv: list[str]) -> None:
         from ssl_hf.export import update_card
 
         update_card(args.model, report)
-    print(f"\n{'backbone':<14}{'protocol':<72}result")
+    print(f"\n{'backbone':<14}{'protocol':<72}  result")
     for r in results:
-        print(f"{r['backbone']:<14}{r['protocol'] + ' (' + r['settings'] + ') on ' + r['dataset']:<72}{_summary(r)}")
+        print(f"{r['backbone']:<14}{r['protocol'] + ' (' + r['settings'] + ') on ' + r['dataset']:<72}  {_summary(r)}")
 
 
 def _summary(r: dict) -> str:

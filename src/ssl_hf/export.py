@@ -550,9 +550,19 @@ def _evaluation_section(results: dict | None) -> str:
     rows = _result_rows(results)
     if not rows:
         return "Not evaluated yet: run `ssl-hf evaluate EXPORT --update_card` (or export again with `--results`)."
-    image, dense, floor = [], [], False
+    image, dense, geometry, plots, floor = [], [], [], [], False
     for e in rows:
         protocol, settings = e.get("protocol"), e.get("settings") or ""
+        if protocol == "diagnostics":  # feature geometry, and the plots when they were written next to the card
+            similarity = _number(e.get("token_cosine_similarity"))
+            geometry.append(
+                f"| {e.get('backbone', 'pretrained')} | {e.get('dataset')} | {_number(e.get('alignment')):.3f} | "
+                f"{_number(e.get('uniformity')):.3f} | {_number(e.get('effective_rank')):.1f} | "
+                f"{'n/a' if similarity is None else f'{similarity:.3f}'} |"
+            )
+            plots += [Path(path) for path in (e.get("plots") or {}).values()]
+            floor = floor or _is_random_init(e)
+            continue
         if protocol == "fewshot":
             short, details = _protocol_label(e)
             settings = ", ".join(x for x in (short, settings or details) if x)
@@ -580,6 +590,16 @@ def _evaluation_section(results: dict | None) -> str:
     if dense:
         header = "| backbone | protocol | dataset | mIoU | pixel accuracy |\n|---|---|---|---|---|\n"
         parts.append(header + "\n".join(dense))
+    if geometry:
+        header = (
+            "Feature geometry (alignment of two augmented views: lower is closer; uniformity: lower is more spread; "
+            "effective rank of the features; mean cosine similarity of an image's patch tokens):\n\n"
+            "| backbone | dataset | alignment | uniformity | effective rank | token similarity |\n"
+            "|---|---|---|---|---|---|\n"
+        )
+        parts.append(header + "\n".join(geometry))
+        # plots written inside the export folder (`EXPORT/plots/`) are linked relative to the card
+        parts += [f"![{p.stem}](plots/{p.name})" for p in plots if p.parent.name == "plots"]
     if not parts:
         return "No result of a protocol this card shows (knn, linear, fewshot, finetune, dense) was given."
     if floor:

@@ -213,6 +213,7 @@ def _evaluate(argv: list[str]) -> None:
     parser.add_argument("--max_train_images", type=int, default=2000, help="Dense: first N train images.")
     parser.add_argument("--max_test_images", type=int, default=1000, help="Dense: first N test images.")
     parser.add_argument("--probe_epochs", type=int, default=100, help="Linear-probe epochs on cached features.")
+    parser.add_argument("--probe_optimizer", choices=["sgd", "lars"], default="sgd", help="Linear-probe optimiser.")
     parser.add_argument("--shots", default="1,5,10", help="Few-shot: labelled images per class (comma-separated).")
     parser.add_argument("--fewshot_trials", type=int, default=3, help="Few-shot: random draws per setting.")
     parser.add_argument("--finetune_epochs", type=int, default=3, help="Fine-tune epochs.")
@@ -273,6 +274,7 @@ def _evaluate(argv: list[str]) -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         probe_epochs=args.probe_epochs,
+        probe_optimizer=args.probe_optimizer,
         protocols=protocols,
         cache=not args.no_cache,
         cache_dir=args.cache_dir,

@@ -67,3 +67,27 @@ def test_unknown_probe_optimizer():
     x, y = _blobs()
     with pytest.raises(ValueError, match="Unknown linear-probe optimizer 'adam'"):
         linear_probe_accuracy(x, y, x, y, epochs=1, optimizer="adam")
+
+
+def test_the_backbone_gets_no_gradient_and_lars_runs_from_evaluate(tmp_path):
+    """Features come from a frozen pass (no graph), so probing never touches the backbone's weights."""
+    from transformers import ViTConfig, ViTModel
+
+    from ssl_hf.data.datasets import load_image_source
+    from ssl_hf.evaluation import evaluate_backbone, extract_features
+    from ssl_hf.evaluation.features import load_backbone
+
+    torch.manual_seed(0)
+    tiny = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24, image_size=32)
+    ViTModel(ViTConfig(**tiny, patch_size=8)).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text('{"size": {"height": 32, "width": 32}}')
+    model, view = load_backbone(tmp_path)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    features, labels = extract_features(model, load_image_source("digits", "test"), view, batch_size=512)
+    assert not features.requires_grad
+    linear_probe_accuracy(features, labels, features, labels, epochs=1)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    (row,) = evaluate_backbone(str(tmp_path), protocols=("linear",), probe_epochs=2, probe_optimizer="lars")
+    assert row["settings"].startswith("BN+linear, LARS 2 ep")
+    assert 0 <= row["top1"] <= row["top5"] <= 1

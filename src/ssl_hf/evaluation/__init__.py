@@ -30,6 +30,7 @@ from .linear_probe import LinearProbe, linear_probe_accuracy
 
 logger = logging.getLogger(__name__)
 PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "dense", "diagnostics")
+PROBE_BASE_LR = {"sgd": 0.1, "lars": 6.4}  # per 256 images
 FEATURE_PROTOCOLS = ("knn", "linear", "fewshot")  # served by one pass of pooled features
 SEGMENTATION_COLUMN = "segmentation"
 
@@ -46,6 +47,7 @@ def evaluate_backbone(
     k: int = 20,
     temperature: float = 0.07,
     probe_epochs: int = 100,
+    probe_optimizer: str = "sgd",
     pool: str = "cls",
     batch_size: int = 256,
     random_init: bool = False,
@@ -84,6 +86,8 @@ def evaluate_backbone(
         k: Neighbours of `knn`.
         temperature: Temperature of `knn`.
         probe_epochs: Epochs of `linear`.
+        probe_optimizer: `sgd` (momentum 0.9, base lr 0.1) or `lars` (MAE's linear probe: its absolute lr 0.1 x
+            16384 / 256 = 6.4 at batch 256, since LARS moves each layer by lr x 1e-3 of its norm per step).
         pool: `cls` or `mean` image features for `knn` and `linear` (models without a cls token always average).
         batch_size: Images per forward pass.
         random_init: Evaluate the same architecture with random weights.
@@ -173,8 +177,22 @@ def evaluate_backbone(
                 metrics = knn_accuracy(train_f, train_y, test_f, test_y, k, temperature)
                 settings = {"settings": f"k={k}, T={temperature}, {pool} features", "k": k, "temperature": temperature}
             elif protocol == "linear":
-                metrics = linear_probe_accuracy(train_f, train_y, test_f, test_y, epochs=probe_epochs, seed=seed)
-                settings = {"settings": f"BN+linear, SGD {probe_epochs} ep, {pool} features", "epochs": probe_epochs}
+                base_lr = PROBE_BASE_LR[probe_optimizer]
+                metrics = linear_probe_accuracy(
+                    train_f,
+                    train_y,
+                    test_f,
+                    test_y,
+                    probe_epochs,
+                    base_lr=base_lr,
+                    seed=seed,
+                    optimizer=probe_optimizer,
+                )
+                name = probe_optimizer.upper()
+                settings = {
+                    "settings": f"BN+linear, {name} {probe_epochs} ep, {pool} features",
+                    "epochs": probe_epochs,
+                }
             else:
                 results[protocol] = [
                     {

@@ -63,7 +63,11 @@ def top_neighbors(tokens: Tensor, index: Tensor, valid: Tensor, k: int) -> tuple
     if not 1 <= k <= index.shape[1]:
         raise ValueError(f"num_neighbors_k must be in [1, {index.shape[1]}] for this window, got {k}")
     unit = F.normalize(tokens.float(), dim=-1)
-    similarity = torch.einsum("bnd,bnmd->bnm", unit, unit[:, index])  # (B, N, M)
+    b, n, d = unit.shape
+    if n <= index.shape[1] * d:  # all-pairs Gram matrix, then pick the window: cheaper than gathering M x D per patch
+        similarity = torch.gather(unit @ unit.transpose(1, 2), 2, index.expand(b, -1, -1))  # (B, N, M)
+    else:
+        similarity = torch.einsum("bnd,bnmd->bnm", unit, unit[:, index])
     similarity = similarity.masked_fill(~valid, float("-inf"))
     best = similarity.topk(k, dim=-1).indices  # (B, N, k) positions within the window
     chosen = torch.gather(index.expand(tokens.shape[0], -1, -1), 2, best)

@@ -117,7 +117,8 @@ class SelfDistillationPreTrainedModel(SSLPreTrainedModel):
         for name, dim in center_dims.items():
             self.register_buffer(name, torch.zeros(dim))
         self.register_buffer("progress", torch.zeros(()))  # optimiser steps done / total steps
-        self._pending: dict[str, list[Tensor]] = {name: [] for name in center_dims}
+        # running sum and count of the micro-batch means since the last optimiser step (constant memory)
+        self._pending: dict[str, tuple[Tensor | None, int]] = dict.fromkeys(center_dims, (None, 0))
 
     def _finish_init(self) -> None:
         self.post_init()
@@ -153,16 +154,18 @@ class SelfDistillationPreTrainedModel(SSLPreTrainedModel):
     def _accumulate_center(self, name: str, batch_mean: Tensor) -> None:
         """Remembers this micro-batch's mean teacher output for the centre update after the optimiser step."""
         if self.training:
-            self._pending[name].append(batch_mean.detach())
+            total, count = self._pending[name]
+            batch_mean = batch_mean.detach()
+            self._pending[name] = (batch_mean if total is None else total + batch_mean, count + 1)
 
     @torch.no_grad()
     def post_optimizer_step(self, step: int, max_steps: int) -> None:
         """EMA update of the teacher, then of every centre, then the progress of the schedules."""
         ema_update_(*self._teacher_student_pairs(), cosine_momentum(step, max_steps, self.config.ema_base))
         m = self.config.center_momentum
-        for name, pending in self._pending.items():
-            if pending:
-                mean = reduce_across_processes(torch.stack(pending).mean(0), "mean")  # DINO all-reduces the mean
+        for name, (total, count) in self._pending.items():
+            if count:
+                mean = reduce_across_processes(total / count, "mean")  # DINO all-reduces the mean
                 getattr(self, name).mul_(m).add_(mean.to(getattr(self, name).dtype), alpha=1 - m)
-            pending.clear()
+            self._pending[name] = (None, 0)
         self.progress.fill_(step / max(max_steps, 1))

@@ -53,15 +53,23 @@ RUNS = {
     # the dense patch probe on digit-scenes is their comparison (SelfPatch's claim is about dense tasks)
     "dino": [],
     "selfpatch": [],
+    # DINO stays on its early plateau at this budget: a small-data variant (fewer prototypes, a faster teacher,
+    # trainable weight-norm gain)
+    "dino-k1024-ema0.99": ["--out_dim", "1024", "--ema_base", "0.99", "--norm_last_layer", "false"],
 }
 BASE_RUN = {"tec-mae": "mae", "tec-tec-mae": "tec-mae"}  # runs whose export is the base model of another
 CONFIGS = {  # base config of each run (default: mae_tiny.yaml)
     **dict.fromkeys(("tec-mae", "tec-tec-mae"), TEC_CONFIG),
     **dict.fromkeys(("byol", "msbreg-k4", "msbreg-k8", "byol-lr0.5", "msbreg-k4-lr1"), BYOL_CONFIG),
     "dino": DINO_CONFIG,
+    "dino-k1024-ema0.99": DINO_CONFIG,
     "selfpatch": SELFPATCH_CONFIG,
 }
-DENSE_RUNS = ("dino", "selfpatch")  # runs (and their random-init floors) that also get the dense patch probe
+DENSE_RUNS = (
+    "dino",
+    "selfpatch",
+    "dino-k1024-ema0.99",
+)  # runs (and their random-init floors) that also get the dense patch probe
 DEFAULT_RUNS = ("mae", "asl-aee", "asl-dle")
 
 

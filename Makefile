@@ -6,7 +6,7 @@ CHECK_DIRS := src tests examples benchmarks
 RUN ?= runs/mae-digit-scenes
 EXPORT ?= $(RUN)/export
 
-.PHONY: install pretrain evaluate test test-slow test-all bench-speed bench-quality style quality clean
+.PHONY: install pretrain evaluate test test-slow test-all bench bench-speed bench-quality style quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,11 +41,20 @@ test-slow: install
 
 test-all: test test-slow
 
+# benchmarks: training-step speed and memory of every method, then representation quality after the same
+# pre-training budget (BENCH_MINUTES per method and seed); results in benchmarks/results and in the README.
+# The defaults finish within an hour on 2 CPU cores; run nothing else meanwhile (the budgets are wall-clock).
+BENCH_MINUTES ?= 1
+BENCH_SEEDS ?= 0,1
+BENCH_IMAGES_SEEDS ?= 0
+bench: bench-speed bench-quality
+
 bench-speed: install
 	$(PY) benchmarks/speed.py && $(PY) benchmarks/report.py
 
 bench-quality: install
-	$(PY) benchmarks/quality.py && $(PY) benchmarks/report.py
+	$(PY) benchmarks/quality.py --budget_minutes $(BENCH_MINUTES) --seeds $(BENCH_SEEDS) \
+		--images_seeds $(BENCH_IMAGES_SEEDS) && $(PY) benchmarks/report.py
 
 style: install
 	$(VENV)/bin/ruff format $(CHECK_DIRS) && $(VENV)/bin/ruff check --fix $(CHECK_DIRS)

@@ -1,87 +1,102 @@
-"""The quality tables of the README's benchmark section, from benchmarks/results/quality*.json."""
+"""The quality tables of the README's benchmark section, from benchmarks/results/quality.json."""
 
 import json
 from pathlib import Path
 
 
-GLOBAL = ("knn", "linear")
-CLAIMS = [  # (run, its base, claim, protocols compared)
-    ("asl-aee", "mae", "ASL (AEE) > MAE (paper Tab. 1, 7)", GLOBAL),
-    ("asl-dle", "mae", "ASL (DLE) > MAE (paper Tab. 7)", GLOBAL),
-    ("tec-mae", "mae", "TEC surpasses its MAE base (paper Tab. 2, 4)", GLOBAL),
-    ("tec-tec-mae", "tec-mae", "a second TEC round surpasses its TEC base (paper Tab. 10)", GLOBAL),
-    ("msbreg-k4", "byol", "MSBReg K = 4 > BYOL (supplement Tab. 5)", GLOBAL),
-    ("msbreg-k8", "byol", "MSBReg K = 8 > BYOL (supplement Tab. 5)", GLOBAL),
-    ("msbreg-k4-lr1", "byol-lr0.5", "MSBReg K = 4 > BYOL, 10x lower lr (supplement Tab. 5)", GLOBAL),
-    ("selfpatch", "dino", "SelfPatch > DINO on dense tasks (supplement Tab. 1, 3)", ("dense",)),
-    ("selfpatch", "dino", "SelfPatch ≥ DINO on image-level tasks (supplement Tab. 2: +0.5 linear)", GLOBAL),
-]
+PROTOCOLS = ("knn", "linear", "dense")
 
 
-def quality_section(path: Path) -> str:
-    report = json.loads(path.read_text())
-    summary = report["summary_top1"]
+def _cell(entry: dict | None) -> str:
+    if not entry:
+        return "–"
+    if entry["n"] < 2:
+        return f"{100 * entry['mean']:.2f}"
+    return f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+
+
+def _budget_table(report: dict, budget: str) -> list[str]:
+    summary = report["summary"].get(budget, {})
+    steps, images = {}, {}
+    for run in report["runs"]:
+        if run["budget"] == budget:
+            steps.setdefault(run["method"], set()).add(run["steps"])
+            images.setdefault(run["method"], set()).add(run["images_seen"])
+    pools = {name: m["pool"] for name, m in report["methods"].items()}
     lines = [
-        f"**Representation quality** — {report['benchmark']}; `{report['base_config']}` with each method on top "
-        "(TEC: `tec_tiny.yaml`, BYOL/MSBReg: `byol_tiny.yaml`, ResNet-18), "
-        f"{report['max_steps']} steps, seeds {report['seeds']} (`benchmarks/quality.py`). Top-1 accuracy, mean ± std "
-        "over seeds (10 classes: chance is 10 %); feature geometry on 1,024 `digits` test images (alignment of two "
-        "augmented views, lower is closer; uniformity, lower is more spread; effective rank); dense: a per-patch linear "
-        "probe on the patch tokens, mean IoU over 11 classes (10 digits + background) on 1,000 `digit-scenes` test "
-        "images (DINO/SelfPatch: `dino_tiny.yaml` / `selfpatch_tiny.yaml`, batch 32; SelfPatch's export has no cls token: "
-        "mean of its patch tokens):",
+        "| run | features | steps | images seen | k-NN top-1 % | linear top-1 % | dense mIoU % | seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run, entries in summary.items():
+        n = max(e["n"] for e in entries.values())
+        pool = pools.get(run) or ("pixels" if run == "raw pixels" else run.rsplit("(", 1)[-1].rstrip(")"))
+        step = "/".join(str(s) for s in sorted(steps.get(run, []))) or "–"
+        seen = "/".join(f"{i:,}" for i in sorted(images.get(run, []))) or "–"
+        cells = " | ".join(_cell(entries.get(p)) for p in PROTOCOLS)
+        lines.append(f"| {run} | {pool} | {step} | {seen} | {cells} | {n} |")
+    return lines
+
+
+def quality_section(path: Path, chart: str = "benchmarks/results/quality.png") -> str:
+    report = json.loads(path.read_text())
+    if "summary" not in report:
+        raise SystemExit(f"{path} is in an old format; regenerate it with `python benchmarks/quality.py`")
+    methods = ", ".join(
+        f"{n}: `{m['config'].rsplit('/', 1)[-1]}` {' '.join(m['args'])}".rstrip() for n, m in report["methods"].items()
+    )
+    ips = ", ".join(f"{n} {v:.0f}" for n, v in report["calibration_images_per_second"].items())
+    lines = [
+        f"**Representation quality** — {report['benchmark']}. Same wall-clock budget: **{report['budget_minutes']:g} "
+        f"minutes of pre-training per method and seed** on {report['threads']} CPU threads (the step count comes from a "
+        f"calibration run; measured images/s: {ips}), seeds {report['seeds']}; mean ± std over seeds "
+        "(`benchmarks/quality.py`, configs under `examples/configs`: "
+        f"{methods}). Floors (one per seed, same pooling as the methods they are compared with): MAE's own "
+        "initialisation before any optimiser step for MAE, ASL and TEC (xavier weights and fixed sin-cos positions "
+        "probe differently from transformers' ViT init), the same architecture with transformers' random init for the "
+        "others, and raw pixels. "
+        f"k-NN: k = 20, T = 0.07; linear: BN without affine + linear, SGD {report.get('probe_epochs', 100)} epochs; "
+        "dense: a per-patch linear probe on "
+        "the patch tokens (raw pixels: each 4×4 patch), mean IoU over 11 classes on 1,000 `digit-scenes` test images. "
+        "Chance is 10 %. TEC's minutes are its own; it learns from the MAE run of the same seed.",
         "",
-        "| run | k-NN (k=20, T=0.07) | linear probe (BN + linear) | dense mIoU | alignment | uniformity | "
-        "effective rank |",
-        "|---|---|---|---|---|---|---|",
+        *_budget_table(report, "time"),
+        "",
+        f"![k-NN, linear and dense probe of every run]({chart})",
     ]
-    geometry = {}
-    for g in report.get("geometry", []):
-        geometry.setdefault(g["run"], []).append(g)
-
-    def geo(run: str, key: str) -> str:
-        values = [g[key] for g in geometry.get(run, [])]
-        return f"{sum(values) / len(values):.3f}" if values else "–"
-
-    runs = list(dict.fromkeys(key.split("/")[0] for key in summary))
-
-    def cell(run: str, protocol: str) -> str:
-        entry = summary.get(f"{run}/{protocol}")
-        if not entry:
-            return "–"
-        if entry["n"] < 2:
-            return f"{100 * entry['mean']:.2f} % (1 seed)"
-        return f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f} % ({entry['n']} seeds)"
-
-    lines += [
-        f"| {run} | {cell(run, 'knn')} | {cell(run, 'linear')} | {cell(run, 'dense')} | {geo(run, 'alignment')} "
-        f"| {geo(run, 'uniformity')} | {geo(run, 'effective_rank')} |"
-        for run in runs
-    ]
-    checks = []
-    for a, b, claim, protocols in CLAIMS:
-        for protocol in protocols:
-            ea, eb = summary.get(f"{a}/{protocol}"), summary.get(f"{b}/{protocol}")
-            if ea and eb:
-                diff = 100 * (ea["mean"] - eb["mean"])
-                if min(ea["n"], eb["n"]) < 2:  # no seed spread measured: say which way it went, claim nothing more
-                    verdict = (
-                        "higher" if diff > 0 else "lower" if diff < 0 else "equal"
-                    ) + " (1 seed, no spread measured)"
-                    checks.append(f"| {claim} | {protocol} | {diff:+.2f} points | {verdict} |")
-                    continue
-                noise = 100 * max(ea["std"], eb["std"])
-                verdict = "reproduced" if diff > noise else "not reproduced at this scale"
-                checks.append(f"| {claim} | {protocol} | {diff:+.2f} points (seed std {noise:.2f}) | {verdict} |")
-    if checks:
-        lines += ["", "| paper claim | protocol | measured difference | outcome |", "|---|---|---|---|", *checks]
-    controls = sorted(path.parent.glob("quality_*.json"))  # other budgets, e.g. a compute-matched MAE
-    for control in controls:
-        other = json.loads(control.read_text())
-        for key, entry in other["summary_top1"].items():
-            run, protocol = key.split("/")
-            lines.append(
-                f"\nControl (`{control.name}`): {run} with {other['max_steps']} steps, {protocol} "
-                f"{100 * entry['mean']:.2f} % ({entry['n']} seed{'s' if entry['n'] > 1 else ''})."
-            )
+    if report["summary"].get("images"):
+        lines += [
+            "",
+            f"Same number of images seen ({report['images_matched']:,}: what the slowest method saw in the budget), "
+            f"seeds {report['images_seeds']}:",
+            "",
+            *_budget_table(report, "images"),
+        ]
+    if report["floors"]:
+        lines += [
+            "",
+            "Each method against its floor (k-NN, same wall-clock budget; it beats the floor when the "
+            "margin exceeds the larger seed std, with at least 2 seeds):",
+            "",
+            "| method | floor | k-NN margin (points) | seed std | beats the floor |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {f['method']} | {f['floor']} | {100 * f['margin']:+.2f} | {100 * f['seed_std']:.2f} | "
+                f"{'yes' if f['beats_floor'] else '**no**'} |"
+                for f in report["floors"]
+            ),
+        ]
+    if report["claims"]:
+        lines += [
+            "",
+            "The papers' claims at this scale (same wall-clock budget; reproduced when the difference exceeds the "
+            "larger seed std):",
+            "",
+            "| paper claim | protocol | measured difference (points) | seed std | outcome |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {c['claim']} | {c['protocol']} | {100 * c['difference']:+.2f} | {100 * c['seed_std']:.2f} | "
+                f"{c['outcome']} |"
+                for c in report["claims"]
+            ),
+        ]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 python benchmarks/report.py
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -22,6 +23,11 @@ def sections(chart: str) -> list[str]:
     out = []
     if (results / "speed.json").is_file():
         out.append(speed_section(results / "speed.json"))
+    for variant in sorted(results.glob("speed_*.json")):  # the same benchmark in another environment
+        env = json.loads(variant.read_text()).get("environment") or {}
+        setting = ", ".join(f"`{k}={v}`" for k, v in env.items()) or "see the file"
+        table = speed_section(variant).split("\n\n", 1)[1]  # the table without the method paragraph
+        out.append(f"The same benchmark with {setting} (`{variant.relative_to(ROOT)}`):\n\n{table}")
     if (results / "quality.json").is_file():
         out.append(quality_section(results / "quality.json", chart))
     return out

@@ -47,7 +47,7 @@ def quality_section(path: Path, chart: str = "benchmarks/results/quality.png") -
     ips = ", ".join(f"{n} {v:.0f}" for n, v in report["calibration_images_per_second"].items())
     lines = [
         f"**Representation quality** — {report['benchmark']}. Same wall-clock budget: **{report['budget_minutes']:g} "
-        f"minutes of pre-training per method and seed** on {report['threads']} CPU threads (the step count comes from a "
+        f"minute{'' if report['budget_minutes'] == 1 else 's'} of pre-training per method and seed** on {report['threads']} CPU threads (the step count comes from a "
         f"calibration run; measured images/s: {ips}), seeds {report['seeds']}; mean ± std over seeds "
         "(`benchmarks/quality.py`, configs under `examples/configs`: "
         f"{methods}). Floors (one per seed, same pooling as the methods they are compared with): MAE's own "
@@ -57,7 +57,8 @@ def quality_section(path: Path, chart: str = "benchmarks/results/quality.png") -
         f"k-NN: k = 20, T = 0.07; linear: BN without affine + linear, SGD {report.get('probe_epochs', 100)} epochs; "
         "dense: a per-patch linear probe on "
         "the patch tokens (raw pixels: each 4×4 patch), mean IoU over 11 classes on 1,000 `digit-scenes` test images. "
-        "Chance is 10 %. TEC's minutes are its own; it learns from the MAE run of the same seed.",
+        "Chance is 10 %. TEC's minutes are its own; it learns from the MAE run of the same seed. ResNet `cls` "
+        "features are its pooled output.",
         "",
         *_budget_table(report, "time"),
         "",

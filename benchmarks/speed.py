@@ -24,6 +24,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import platform
 import resource
 import statistics
@@ -73,6 +74,7 @@ REFERENCE = "transformers ViTMAE"
 
 # Settings are JSON-serialisable (the memory probe gets them on its command line). `backbone_overrides` and
 # `config_overrides` (optional) change fields of the backbone / method config, e.g. for tiny test models.
+ALLOCATOR_ENV = ("GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD", "OMP_NUM_THREADS")
 SMALL = {"backbone": "vit-small", "image_size": 32, "patch_size": 4, "batch_size": 64}  # the issue's ViT-S/4 @32
 BASE = {"backbone": "vit-base", "image_size": 224, "patch_size": 16, "batch_size": 8}  # the papers' ViT-B/16
 RESNET = {"backbone": "resnet-18-small-stem", "image_size": 32, "batch_size": 64}  # 3x3 stride-1 stem, no max-pool
@@ -635,6 +637,8 @@ def main(argv: list[str] | None = None) -> None:
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": args.threads,
         },
+        # the allocator settings change CPU step times (large tensors are mmap'd and page-faulted every step)
+        "environment": {k: v for k, v in os.environ.items() if k in ALLOCATOR_ENV},
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

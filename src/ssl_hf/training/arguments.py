@@ -45,6 +45,9 @@ class TrainingArguments:
     # precision / speed
     mixed_precision: Literal["no", "bf16", "fp16"] = _arg("no", "Autocast precision (bf16 on CPU; fp16 only on GPU).")
     torch_compile: bool = _arg(False, "torch.compile the model (slow first steps).")
+    cpu_keep_freed_memory: bool = _arg(
+        True, "On CPU (glibc), keep freed memory for reuse: large activations are not page-faulted in every step."
+    )
     seed: int = _arg(0, "Seed for init, shuffling, augmentation and masking.")
     # I/O
     output_dir: str = _arg("runs/ssl_hf", "Run directory: checkpoints/, final/, metrics.jsonl, args.json.")

@@ -23,6 +23,7 @@ from ..data.pipeline import SKIPPED, StreamingViews, ViewsDataset
 from ..data.views import build_views
 from ..registry import MethodSpec
 from .arguments import TrainingArguments
+from .memory import keep_freed_cpu_memory
 from .optim import build_optimizer, scaled_lr
 from .schedules import cosine_with_warmup
 
@@ -64,6 +65,8 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
             "or choose a new --output_dir."
         )
 
+    if args.cpu_keep_freed_memory and accelerator.device.type == "cpu":
+        keep_freed_cpu_memory()
     set_seed(args.seed)
     model = spec.model_class(model_config)
     model.prepare_for_pretraining(resumed=resume_dir is not None)

@@ -30,6 +30,8 @@ def sections(chart: str) -> list[str]:
         out.append(f"The same benchmark with {setting} (`{variant.relative_to(ROOT)}`):\n\n{table}")
     if (results / "quality.json").is_file():
         out.append(quality_section(results / "quality.json", chart))
+    # other budgets or method subsets
+    out.extend(quality_section(other, None, compact=True) for other in sorted(results.glob("quality_*.json")))
     return out
 
 

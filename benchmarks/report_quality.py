@@ -37,7 +37,9 @@ def _budget_table(report: dict, budget: str) -> list[str]:
     return lines
 
 
-def quality_section(path: Path, chart: str = "benchmarks/results/quality.png") -> str:
+def quality_section(path: Path, chart: str | None = "benchmarks/results/quality.png", compact: bool = False) -> str:
+    """The quality tables of one results file; `compact` replaces the method paragraph by a one-line header (for
+    runs beside the main one, e.g. a longer budget for some methods)."""
     report = json.loads(path.read_text())
     if "summary" not in report:
         raise SystemExit(f"{path} is in an old format; regenerate it with `python benchmarks/quality.py`")
@@ -61,9 +63,15 @@ def quality_section(path: Path, chart: str = "benchmarks/results/quality.png") -
         "features are its pooled output.",
         "",
         *_budget_table(report, "time"),
-        "",
-        f"![k-NN, linear and dense probe of every run]({chart})",
     ]
+    if compact:
+        minutes = report["budget_minutes"]
+        lines[0] = (
+            f"**{minutes:g} minutes per method and seed** (`{path.name}`; methods {', '.join(report['methods'])}, seeds "
+            f"{report['seeds']}, measured images/s: {ips}; otherwise as above):"
+        )
+    if chart:
+        lines += ["", f"![k-NN, linear and dense probe of every run]({chart})"]
     if report["summary"].get("images"):
         lines += [
             "",

@@ -23,6 +23,7 @@ benchmarks/results/quality.json and quality.png; `python benchmarks/report.py` p
 """
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from transformers import AutoConfig, AutoModelForPreTraining, set_seed
 
 from ssl_hf.data.builtin import decode_pixels, load_builtin
@@ -115,9 +117,14 @@ def _run(cmd: list[str], log: Path) -> None:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {done.returncode}); log {log}:\n{tail}")
 
 
-def _images_per_second(run: Path, skip: int) -> float:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(r["images_per_sec"] for r in rows[skip:])
+def _metrics(run: Path) -> list[dict]:
+    """The per-step records of a training run (`metrics.jsonl`)."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@functools.cache
+def _batch_size(config: str) -> int:
+    return int(yaml.safe_load((CONFIGS / config).read_text())["training"]["batch_size"])
 
 
 class Bench:
@@ -146,9 +153,7 @@ class Bench:
         return [*cmd, "--save_steps", str(steps), "--resume_from_checkpoint", "latest"]
 
     def batch_size(self, name: str) -> int:
-        import yaml
-
-        return int(yaml.safe_load((CONFIGS / METHODS[name].config).read_text())["training"]["batch_size"])
+        return _batch_size(METHODS[name].config)
 
     def images_per_second(self, name: str, base: Path | None) -> float:
         """Measured training throughput of a method on this machine (a 10-step run, median of steps 4-10)."""
@@ -157,7 +162,7 @@ class Bench:
             print(f"calibrating {name} (10 steps)", flush=True)
             out.mkdir(parents=True, exist_ok=True)
             _run(self.command(name, 0, 10, out, base), out.parent / f"{name}.log")
-            self.calibration[name] = _images_per_second(out, skip=3)
+            self.calibration[name] = statistics.median(r["images_per_sec"] for r in _metrics(out)[3:])
             self.calibration_file.write_text(json.dumps(self.calibration, indent=2) + "\n")
         return self.calibration[name]
 
@@ -181,7 +186,7 @@ class Bench:
             _run(self.command(name, seed, steps, run, base), run.with_suffix(".log"))
             wall = time.perf_counter() - start
             export = export_pretrained(run / "final", run / "export")
-            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            rows = _metrics(run)
             train_seconds = sum(
                 (r["images_seen"] - prev) / r["images_per_sec"]
                 for r, prev in zip(rows, [0] + [r["images_seen"] for r in rows])

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_quality import quality_section
-from report_speed import speed_section
+from report_speed import allocator, speed_section
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +24,7 @@ def sections(chart: str) -> list[str]:
     if (results / "speed.json").is_file():
         out.append(speed_section(results / "speed.json"))
     for variant in sorted(results.glob("speed_*.json")):  # the same benchmark in another environment
-        env = json.loads(variant.read_text()).get("environment") or {}
-        setting = ", ".join(f"`{k}={v}`" for k, v in env.items()) or "see the file"
+        setting = allocator(json.loads(variant.read_text()))
         table = speed_section(variant).split("\n\n", 1)[1]  # the table without the method paragraph
         out.append(f"The same benchmark with {setting} (`{variant.relative_to(ROOT)}`):\n\n{table}")
     if (results / "quality.json").is_file():

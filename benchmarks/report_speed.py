@@ -32,6 +32,18 @@ def _timing(timing: dict) -> str:
     )
 
 
+def allocator(report: dict) -> str:
+    """The CPU allocator a speed run used (files without the field predate speed.py applying the loop's setting)."""
+    env = ", ".join(f"`{k}={v}`" for k, v in (report.get("environment") or {}).items())
+    if report.get("cpu_keep_freed_memory"):
+        text = (
+            "the training loop's CPU allocator setting (`--cpu_keep_freed_memory`: glibc keeps freed memory for reuse)"
+        )
+    else:
+        text = "glibc's default allocator (tensors over 32 MB are mmap'd and page-faulted again on every step)"
+    return f"{text}, with {env}" if env else text
+
+
 def speed_section(path: Path) -> str:
     """Markdown: how the speed was measured and one row per model, group and precision.
 
@@ -52,7 +64,7 @@ def speed_section(path: Path) -> str:
         "`transformers.ViTMAEForPreTraining` built from the ssl_hf MAE config) alternate round-robin in one process, the order "
         f"rotating every round; {_timing(timing)} (as many steps as fill a round, at least one); ratios are "
         f"step-time ratios of the medians (per-round range in brackets). {threads} threads on "
-        f"{report['machine']['device']} ({report['machine']['cpu']}); peak memory: {memory} "
+        f"{report['machine']['device']} ({report['machine']['cpu']}), {allocator(report)}; peak memory: {memory} "
         f"(`benchmarks/speed.py`, torch {report['versions']['torch']}, transformers "
         f"{report['versions']['transformers']}):",
         "",

@@ -16,6 +16,11 @@ per-step time over the rounds gives images/s and the ratios to the group's base 
 their spread. fp32 and bf16 autocast. Peak memory is measured in a fresh process per model and precision (on CPU the
 increase of the peak RSS during two training steps, on CUDA `torch.cuda.max_memory_allocated`).
 
+On CPU the processes apply the allocator setting that ssl_hf's training loop applies by default
+(`--cpu_keep_freed_memory`, `ssl_hf.training.memory.keep_freed_cpu_memory`), so the numbers are those of a training
+run; `--no-keep_freed_memory` measures glibc's default allocator instead (large blocks mmap'd and page-faulted on every
+step).
+
     python benchmarks/speed.py [--groups mae,byol,dino] [--precisions fp32,bf16] [--repeats 5] [--output PATH]
 Writes benchmarks/results/speed.json (results of groups not re-run are kept).
 """
@@ -60,6 +65,7 @@ from ssl_hf import (
     backbone_config,
 )
 from ssl_hf.training.lars import build_lars
+from ssl_hf.training.memory import keep_freed_cpu_memory
 from ssl_hf.training.optim import build_adamw
 
 
@@ -473,11 +479,11 @@ def memory_metric(device: torch.device) -> str:
     return f"peak RSS increase during {MEMORY_STEPS} training steps (CPU, fresh process)"
 
 
-def measure_memory(entry: Entry, precision: str, device: torch.device, threads: int) -> dict:
+def measure_memory(entry: Entry, precision: str, device: torch.device, threads: int, keep_freed: bool = False) -> dict:
     """Runs `memory_probe` in a fresh Python process (its own allocator and peak) and returns its result."""
     spec = {"label": entry.label, "builder": entry.builder, "setting": entry.setting, "precision": precision}
     command = [sys.executable, __file__, "--_memory_probe", json.dumps(spec), "--threads", str(threads)]
-    command += ["--device", device.type]
+    command += ["--device", device.type, "--keep_freed_memory" if keep_freed else "--no-keep_freed_memory"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe of {entry.label} ({precision}) failed:\n{done.stderr[-3000:]}")
@@ -495,6 +501,7 @@ def run_group(
     memory: bool = True,
     memory_cache: dict | None = None,
     log: Callable[[str], None] = print,
+    keep_freed: bool = False,
 ) -> dict:
     """One `results` entry of speed.json: the timings of `time_group`, peak memory and the targets."""
     start = time.perf_counter()
@@ -504,7 +511,7 @@ def run_group(
         key = (entry.builder, json.dumps(entry.setting, sort_keys=True), precision)
         if key not in memory_cache:  # e.g. ViTMAE at the same setting in several groups
             t = time.perf_counter()
-            memory_cache[key] = measure_memory(entry, precision, device, threads)
+            memory_cache[key] = measure_memory(entry, precision, device, threads, keep_freed)
             log(
                 f"[{group.name} {precision}] memory {entry.label}: {memory_cache[key]['peak_memory_mib']:.0f} MiB "
                 f"({time.perf_counter() - t:.0f} s)"
@@ -583,10 +590,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--output", default=str(OUTPUT))
+    parser.add_argument(
+        "--keep_freed_memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on CPU, the training loop's default allocator setting (--cpu_keep_freed_memory)",
+    )
     parser.add_argument("--_memory_probe", default=None, help=argparse.SUPPRESS)  # JSON spec: one probe, then exit
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else pick_device()
+    keep_freed = device.type == "cpu" and args.keep_freed_memory and keep_freed_cpu_memory()
     if args._memory_probe is not None:
         _probe_main(args._memory_probe, device.type)
         return
@@ -612,6 +626,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.round_seconds,
                 args.memory,
                 memory_cache,
+                keep_freed=keep_freed,
             )
             results.append(r)
             for label, m in r["models"].items():
@@ -639,6 +654,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         # the allocator settings change CPU step times (large tensors are mmap'd and page-faulted every step)
         "environment": {k: v for k, v in os.environ.items() if k in ALLOCATOR_ENV},
+        "cpu_keep_freed_memory": keep_freed,  # the training loop's allocator setting applied in every process
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -47,8 +47,9 @@ def test_run_group_medians_and_ratios():
     assert target["meets_target"] is True
 
 
-def test_memory_probe_in_a_fresh_process():
-    result = speed.measure_memory(speed.Entry("MAE", "mae", TINY), "fp32", CPU, threads=1)
+@pytest.mark.parametrize("keep_freed", [False, True])  # glibc's default allocator or the training loop's setting
+def test_memory_probe_in_a_fresh_process(keep_freed):
+    result = speed.measure_memory(speed.Entry("MAE", "mae", TINY), "fp32", CPU, threads=1, keep_freed=keep_freed)
     assert result["peak_memory_mib"] >= 0
     assert math.isfinite(result["peak_memory_mib"])
     assert result["source"] in ("VmHWM - VmRSS", "ru_maxrss")
@@ -112,3 +113,9 @@ def test_speed_section_rejects_the_pairwise_schema(tmp_path):
     path.write_text(json.dumps({"config": {}, "results": [{"pair": "asl-aee-vs-mae", "models": ["MAE", "ASL"]}]}))
     with pytest.raises(ValueError, match=r"python benchmarks/speed\.py"):
         report_speed.speed_section(path)
+
+
+def test_allocator_of_a_run_is_named():
+    assert "--cpu_keep_freed_memory" in report_speed.allocator({"cpu_keep_freed_memory": True, "environment": {}})
+    assert "glibc's default allocator" in report_speed.allocator({})  # files from before the field existed
+    assert report_speed.allocator({"environment": {"GLIBC_TUNABLES": "x"}}).endswith("with `GLIBC_TUNABLES=x`")

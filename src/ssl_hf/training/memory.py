@@ -17,10 +17,10 @@ def keep_freed_cpu_memory() -> bool:
 
     By default glibc serves blocks over its mmap threshold (at most 32 MB) with fresh `mmap`s and unmaps them when
     freed, so a training step page-faults its large activations in again on every step. With `M_MMAP_MAX = 0` and a
-    high trim threshold they are reused instead: measured on 2 CPU cores, ASL 7.5 -> 11.1 img/s, SelfPatch 3.5 -> 4.6,
-    DINO 6.0 -> 6.8 (`benchmarks/results/speed_glibc_no_mmap.json`, the same as `GLIBC_TUNABLES=glibc.malloc.
-    mmap_max=0:glibc.malloc.trim_threshold=...`). The price is that the process keeps its peak heap resident. GPU
-    memory goes through PyTorch's caching allocator and is unaffected.
+    high trim threshold they are reused instead (the same as `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.
+    trim_threshold=...`): measured on 2 CPU cores at ViT-S/4, batch 64, fp32, ASL 7.5 -> 9.9 img/s, SelfPatch 3.5 ->
+    4.3, DINO 6.0 -> 6.3 (`benchmarks/results/speed_glibc_default.json` -> `speed.json`). The price is that the process
+    keeps its peak heap resident. GPU memory goes through PyTorch's caching allocator and is unaffected.
 
     Returns:
         True when applied; False where glibc's `mallopt` is not available (macOS, Windows, musl), which is harmless.

@@ -92,3 +92,10 @@ def test_report_renders_every_run_floor_and_claim(tmp_path):
     path.write_text(json.dumps({"summary_top1": {}}))
     with pytest.raises(SystemExit, match="old format"):
         report_quality.quality_section(path)
+
+
+def test_committed_readmes_match_the_results():
+    """The acceptance of the benchmarks: README numbers are the JSON files' numbers, rendered by report.py."""
+    report = load("report")
+    for path, text in report.rendered().items():
+        assert path.read_text() == text, f"{path} is stale: run python benchmarks/report.py"

@@ -567,10 +567,11 @@ def write_report(output: Path, results: list[dict], header: dict) -> None:
     output.write_text(json.dumps({**header, "results": kept + results}, indent=2) + "\n")
 
 
-def _probe_main(spec: str, device: str) -> None:
+def _probe_main(spec: str, device: str, keep_freed: bool) -> None:
     spec = json.loads(spec)
     entry = Entry(spec["label"], spec["builder"], spec["setting"])
-    print(json.dumps(memory_probe(entry, spec["precision"], torch.device(device))))
+    result = memory_probe(entry, spec["precision"], torch.device(device))
+    print(json.dumps({**result, "keep_freed_memory": keep_freed}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device) if args.device else pick_device()
     keep_freed = device.type == "cpu" and args.keep_freed_memory and keep_freed_cpu_memory()
     if args._memory_probe is not None:
-        _probe_main(args._memory_probe, device.type)
+        _probe_main(args._memory_probe, device.type, keep_freed)
         return
     unknown = [g for g in args.groups.split(",") if g not in GROUPS]
     if unknown:

@@ -162,3 +162,18 @@ def tiny_config():
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(0)
+
+
+def write_square_folders(root: Path, levels: dict[str, int], per_class: int, noise: int) -> Path:
+    """Labelled imagefolder `root/{train,test}/<class>/<i>.png` of 32x32 RGB squares at a grey `level` +- `noise`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name, level in levels.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(level + rng.integers(-noise, noise + 1, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root

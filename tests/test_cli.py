@@ -5,11 +5,10 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub.constants
-import numpy as np
 import pytest
 import yaml
+from conftest import write_square_folders
 from huggingface_hub import ModelCard
-from PIL import Image
 
 import ssl_hf.training
 from ssl_hf.cli import main
@@ -68,14 +67,7 @@ def _datasets_cache(tmp_path, monkeypatch):
 
 def _write_squares(root: Path) -> Path:
     """Labelled imagefolder: 5 near-black and 5 near-white 32x32 PNGs per class and split."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name, level in (("black", 12), ("white", 243)):
-            (root / split / name).mkdir(parents=True)
-            for i in range(5):
-                pixels = np.clip(level + rng.integers(-12, 13, (32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
-    return root
+    return write_square_folders(root, {"black": 12, "white": 243}, 5, 12)
 
 
 # ------------------------------------------------------------------------------------------- argument errors
@@ -252,6 +244,33 @@ def test_evaluate_missing_export_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _exit_code(["evaluate", "runs/export", "--dataset", "digits"]) == 2  # relative: not a Hub traceback
     assert "No exported model at runs/export" in capsys.readouterr().err
+
+
+def test_evaluate_compare_random_init_names_the_floor(tmp_path, capsys):
+    """The floor is the run's own step-0 encoder with calibrated BatchNorm, evaluated with the same pooling."""
+    from accelerate.utils import set_seed
+    from conftest import tiny_byol_config
+
+    config = tiny_byol_config()
+    set_seed(4)
+    ssl_hf.BYOLForPreTraining(config).save_pretrained(tmp_path / "final")  # a run's `final/` before any step
+    record = {"method": "byol", "model_config": config.to_dict(), "training": {"seed": 4}}
+    (tmp_path / "final" / "training_args.json").write_text(json.dumps(record))
+    export, squares = tmp_path / "export", _write_squares(tmp_path / "squares")
+    main(["export", str(tmp_path / "final"), "--output_dir", str(export)])
+    out = tmp_path / "knn.json"
+    argv = ["evaluate", str(export), "--dataset", str(squares), "--k", "5", "--pool", "mean", "--no_cache"]
+    main([*argv, "--compare_random_init", "--output", str(out), "--update_card"])
+    pretrained, floor = json.loads(out.read_text())["results"]
+    assert (pretrained["backbone"], floor["backbone"]) == ("pretrained", "random_init")
+    assert pretrained["pool"] == floor["pool"] == "mean"
+    assert floor["floor"] == f"BYOL init at step 0, seed 4, BN statistics from 10 {squares} train images"
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("random_init")]
+    assert len(printed) == 1
+    assert printed[0].endswith(f"[floor: {floor['floor']}]")
+    assert (
+        f"| random_init ({floor['floor']}) | knn (k=5, T=0.07, mean features) |" in (export / "README.md").read_text()
+    )
 
 
 def test_tec_learns_from_a_previous_export_and_keeps_adapters_on_request(tmp_path, capsys):

@@ -232,9 +232,16 @@ def _evaluate(argv: list[str]) -> None:
     parser.add_argument("--temperature", type=float, default=0.07)
     parser.add_argument("--pool", choices=["cls", "mean"], default="cls")
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--random_init", action="store_true", help="Evaluate the same architecture, random weights.")
     parser.add_argument(
-        "--compare_random_init", action="store_true", help="Also evaluate a randomly initialised twin, side by side."
+        "--random_init",
+        action="store_true",
+        help="Evaluate the floor instead: the same architecture at step 0 (the method's own init when the export "
+        "has training_args.json, else transformers'), BatchNorm statistics from 2048 training images.",
+    )
+    parser.add_argument(
+        "--compare_random_init",
+        action="store_true",
+        help="Also evaluate the floor (see --random_init), with the same settings and pooling, side by side.",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache_dir", help="Feature cache (default: $SSL_HF_CACHE/features).")
@@ -280,6 +287,7 @@ def _evaluate(argv: list[str]) -> None:
         cache_dir=args.cache_dir,
     )
     runs = [args.random_init] + ([True] if args.compare_random_init and not args.random_init else [])
+    # the floor twin gets exactly the same settings, pooling included
     results = [res for r in runs for res in evaluate_backbone(args.model, args.dataset, random_init=r, **common)]
     report = {"model": args.model, "dataset": args.dataset, "results": results}
     if args.output:
@@ -291,7 +299,9 @@ def _evaluate(argv: list[str]) -> None:
         update_card(args.model, report)
     print(f"\n{'backbone':<14}{'protocol':<72}  result")
     for r in results:
-        print(f"{r['backbone']:<14}{r['protocol'] + ' (' + r['settings'] + ') on ' + r['dataset']:<72}  {_summary(r)}")
+        name = f"{r['protocol']} ({r['settings']}) on {r['dataset']}"
+        floor = f"  [floor: {r['floor']}]" if r.get("floor") else ""
+        print(f"{r['backbone']:<14}{name:<72}  {_summary(r)}{floor}")
 
 
 def _summary(r: dict) -> str:

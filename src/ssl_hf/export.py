@@ -65,6 +65,39 @@ def export_pretrained(
         import ssl_hf  # noqa: F401  registers the Auto classes
 
         pretrained = AutoModelForPreTraining.from_pretrained(source_dir)
+    exported = exported_encoder(pretrained, export_format, keep_adapters)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    exported.save_pretrained(out)
+    size = input_size(pretrained.config)
+    ViTImageProcessor(
+        size={"height": size, "width": size}, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), resample=3
+    ).save_pretrained(out)
+    training = None
+    if source_dir is not None and (source_dir / "training_args.json").is_file():
+        training = json.loads((source_dir / "training_args.json").read_text())
+        (out / "training_args.json").write_text(json.dumps(training, indent=2) + "\n")
+    method = getattr(pretrained.config, "model_type", "ssl_mae").removeprefix("ssl_")
+    base_model = getattr(pretrained.config, "base_model", None)  # TEC: the model its targets came from
+    card = render_card(exported, method, training, results, repo_id or out.name, size, base_model=base_model)
+    card.save(out / "README.md")
+    return out
+
+
+def exported_encoder(
+    pretrained: PreTrainedModel, export_format: ExportFormat = "vit", keep_adapters: bool = False
+) -> PreTrainedModel:
+    """The model `export_pretrained` saves: the method's encoder (`get_export_backbone`) in the export format.
+
+    Args:
+        pretrained: A `<M>ForPreTraining`.
+        export_format: `vit` (`ViTModel` with a fixed identity pooler; ResNet and SigLIP encoders as themselves) or
+            `dinov2` (`Dinov2Model`).
+        keep_adapters: TEC: the method's own encoder model with its adapters (`get_adapter_model`).
+
+    Returns:
+        A copy in eval mode (`pretrained` is left untouched).
+    """
     encoder = pretrained.get_export_backbone()
     if keep_adapters:
         if not hasattr(pretrained, "get_adapter_model"):
@@ -91,22 +124,7 @@ def export_pretrained(
         exported.config.architectures = [type(encoder).__name__]
     else:
         raise TypeError(f"Export supports ViT and ResNet encoders, got {type(encoder).__name__}.")
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    exported.save_pretrained(out)
-    size = input_size(pretrained.config)
-    ViTImageProcessor(
-        size={"height": size, "width": size}, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), resample=3
-    ).save_pretrained(out)
-    training = None
-    if source_dir is not None and (source_dir / "training_args.json").is_file():
-        training = json.loads((source_dir / "training_args.json").read_text())
-        (out / "training_args.json").write_text(json.dumps(training, indent=2) + "\n")
-    method = getattr(pretrained.config, "model_type", "ssl_mae").removeprefix("ssl_")
-    base_model = getattr(pretrained.config, "base_model", None)  # TEC: the model its targets came from
-    card = render_card(exported, method, training, results, repo_id or out.name, size, base_model=base_model)
-    card.save(out / "README.md")
-    return out
+    return exported
 
 
 def input_size(config) -> int:
@@ -545,6 +563,12 @@ def _percent(value: float | None, scale: float = 100.0) -> str:
     return "-" if value is None else f"{scale * value:.2f} %"
 
 
+def _backbone_cell(row: dict) -> str:
+    """A row's backbone, e.g. `pretrained`, or `random_init (MAE init at step 0, seed 0)` when it names its floor."""
+    backbone = str(row.get("backbone", "pretrained"))
+    return f"{backbone} ({row['floor']})" if _is_random_init(row) and row.get("floor") else backbone
+
+
 def _evaluation_section(results: dict | None) -> str:
     """Markdown tables of the results: image-level (top-1 / top-5) and dense (mIoU / pixel accuracy) rows."""
     rows = _result_rows(results)
@@ -556,7 +580,7 @@ def _evaluation_section(results: dict | None) -> str:
         if protocol == "diagnostics":  # feature geometry, and the plots when they were written next to the card
             similarity = _number(e.get("token_cosine_similarity"))
             geometry.append(
-                f"| {e.get('backbone', 'pretrained')} | {e.get('dataset')} | {_number(e.get('alignment')):.3f} | "
+                f"| {_backbone_cell(e)} | {e.get('dataset')} | {_number(e.get('alignment')):.3f} | "
                 f"{_number(e.get('uniformity')):.3f} | {_number(e.get('effective_rank')):.1f} | "
                 f"{'n/a' if similarity is None else f'{similarity:.3f}'} |"
             )
@@ -581,7 +605,7 @@ def _evaluation_section(results: dict | None) -> str:
             logger.warning("Model card: skipping a %s result without its main metric.", protocol)
             continue
         name = f"{protocol} ({settings})" if settings else protocol
-        line = f"| {e.get('backbone', 'pretrained')} | {name} | {e.get('dataset')} | {values[1]} | {values[2]} |"
+        line = f"| {_backbone_cell(e)} | {name} | {e.get('dataset')} | {values[1]} | {values[2]} |"
         (dense if protocol == "dense" else image).append(line)
         floor = floor or _is_random_init(e)
     parts = []
@@ -604,7 +628,8 @@ def _evaluation_section(results: dict | None) -> str:
         return "No result of a protocol this card shows (knn, linear, fewshot, finetune, dense) was given."
     if floor:
         parts.append(
-            "`random_init` rows evaluate the same architecture with random weights: a floor for the numbers above, "
-            "not results of this model (they are left out of the card's `model-index` metadata)."
+            "`random_init` rows evaluate the same architecture with the weights it had before training (the floor, "
+            "named in brackets when recorded): a floor for the numbers above, not results of this model (they are "
+            "left out of the card's `model-index` metadata)."
         )
     return "\n\n".join(parts)

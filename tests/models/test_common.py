@@ -62,7 +62,8 @@ def test_save_and_reload_give_the_same_loss(method, tmp_path):
     torch.manual_seed(1)  # the same random draws (e.g. MSBReg's Brownian directions) for both
     expected = model(*inputs).loss.item()
     torch.manual_seed(1)
-    assert reloaded(*inputs).loss.item() == expected
+    # equal up to float32 rounding: reloaded tensors may take another (equally exact) kernel path (SelfPatch: 1 ulp)
+    assert reloaded(*inputs).loss.item() == pytest.approx(expected, rel=1e-6, abs=0)
     frozen = {n for n, p in reloaded.named_parameters() if not p.requires_grad}
     assert frozen == set(model._fixed_parameters)
 

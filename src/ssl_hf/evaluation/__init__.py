@@ -8,6 +8,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+import yaml
 from transformers import PreTrainedModel
 
 from ..data.datasets import ImageSource, load_image_source
@@ -15,10 +16,13 @@ from ..data.views import EvalView
 from .cache import FeatureCache, default_cache_dir, model_fingerprint
 from .dense import confusion_matrix, dense_probe, iou_metrics, resize_segmentation
 from .features import (
+    batchnorm_layers,
+    calibrate_batchnorm,
     extract_features,
     extract_patch_features,
     has_cls_token,
     load_backbone,
+    load_random_init,
     patch_tokens,
     pooled_features,
 )
@@ -52,6 +56,7 @@ def evaluate_backbone(
     batch_size: int = 256,
     random_init: bool = False,
     seed: int = 0,
+    bn_calibration_images: int | None = 2048,
     dense_dataset: str = "digit-scenes",
     dense_epochs: int = 10,
     max_train_images: int | None = 2000,
@@ -90,8 +95,13 @@ def evaluate_backbone(
             16384 / 256 = 6.4 at batch 256, since LARS moves each layer by lr x 1e-3 of its norm per step).
         pool: `cls` or `mean` image features for `knn` and `linear` (models without a cls token always average).
         batch_size: Images per forward pass.
-        random_init: Evaluate the same architecture with random weights.
-        seed: Seed of `random_init` and of the probes.
+        random_init: Evaluate the floor instead: the same architecture with the weights it had before training
+            (`load_random_init`: the method's own init when the export records its run, else transformers' init),
+            its BatchNorm statistics estimated on `bn_calibration_images` training images (`calibrate_batchnorm`).
+            Pretrained backbones keep their own statistics.
+        seed: Seed of the transformers init of `random_init`, of the BatchNorm images and of the probes.
+        bn_calibration_images: `random_init`: training images (of `dataset`'s train split) drawn to estimate the
+            twin's BatchNorm statistics (None: the whole split); unused without BatchNorm layers.
         dense_dataset: Dataset of `dense`, with a `segmentation` column of square per-pixel class maps (flattened
             `H*W` integers, resized to the evaluation view by nearest neighbour when their size differs).
         dense_epochs: Epochs of the `dense` patch probe.
@@ -109,8 +119,10 @@ def evaluate_backbone(
         cache_dir: Cache folder (default `$SSL_HF_CACHE/features`, i.e. `~/.cache/ssl_hf/features`).
 
     Returns:
-        JSON-ready dicts in the order of `protocols` (one per few-shot setting): protocol, dataset, settings, sample
-        counts and timing, plus `top1` and `top5` (`knn`, `linear`, `finetune`), `top1_mean`/`top1_std`/... (`fewshot`),
+        JSON-ready dicts in the order of `protocols` (one per few-shot setting): protocol, `backbone` (`pretrained` or
+        `random_init`), dataset, settings, sample counts and timing; for `random_init` also `floor` (what the twin is,
+        e.g. "MAE init at step 0, seed 0"), `floor_init` (`method` or `config`) and `bn_calibration_images` (0
+        without BatchNorm); plus `top1` and `top5` (`knn`, `linear`, `finetune`), `top1_mean`/`top1_std`/... (`fewshot`),
         `mean_iou`, `pixel_accuracy`, `patch_accuracy` and `per_class_iou` (`dense`, percent) or the geometry
         (`diagnostics`).
 
@@ -123,8 +135,11 @@ def evaluate_backbone(
         raise ValueError(f"Unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}.")
     image_protocols = [p for p in protocols if p in FEATURE_PROTOCOLS]
     start = time.perf_counter()
-    model, view = load_backbone(model_path, random_init=random_init, seed=seed)
     kwargs = {"image_column": image_column}  # built-in sets at native size; the eval view resizes
+    if random_init:
+        model, view, twin = load_random_init(model_path, seed)
+    else:
+        model, view = load_backbone(model_path)
     backbone = "random_init" if random_init else "pretrained"
     dense_sources = None
     if "dense" in protocols:  # check everything the dense protocol needs before any feature pass
@@ -133,16 +148,22 @@ def evaluate_backbone(
         for source, split in zip(dense_sources, (train_split, test_split)):
             _check_segmentation(source.dataset, f"Split '{split}' of {dense_dataset}")
     store = FeatureCache((cache_dir or default_cache_dir()) if cache else None)
-    identity = {
-        "model": model_fingerprint(model_path, random_init, seed),
-        "revision": getattr(model.config, "_commit_hash", None),  # set for Hub downloads
-        "view": _view_key(view),
-    }
-    results = {}
+    train = None
     if image_protocols or "finetune" in protocols:  # check the labels before any feature pass
         train, test = (load_image_source(dataset, split, **kwargs) for split in (train_split, test_split))
         for source, split in ((train, train_split), (test, test_split)):
             _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
+    label = {}  # random init: what the floor is
+    if random_init:
+        label = _calibrate_twin(
+            model, view, twin, dataset, train_split, image_column, bn_calibration_images, batch_size, seed, train
+        )
+    identity = {
+        "model": model_fingerprint(model_path, random_init, seed, twin if random_init else None),
+        "revision": getattr(model.config, "_commit_hash", None),  # set for Hub downloads
+        "view": _view_key(view),
+    }
+    results = {}
     if image_protocols:
 
         def pooled(source: ImageSource, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,6 +185,7 @@ def evaluate_backbone(
         test_f, test_y = pooled(test, test_split)
         common = {
             "backbone": backbone,
+            **label,
             "model": str(model_path),
             "dataset": dataset,
             "split": test_split,
@@ -233,6 +255,7 @@ def evaluate_backbone(
         results["finetune"] = {
             "protocol": "finetune",
             "backbone": backbone,
+            **label,
             "model": str(model_path),
             "dataset": dataset,
             "split": test_split,
@@ -246,6 +269,7 @@ def evaluate_backbone(
         results["diagnostics"] = {
             "protocol": "diagnostics",
             "backbone": backbone,
+            **label,
             "model": str(model_path),
             "dataset": dataset,
             "split": test_split,
@@ -285,6 +309,7 @@ def evaluate_backbone(
         results["dense"] = {
             "protocol": "dense",
             "backbone": backbone,
+            **label,
             "model": str(model_path),
             "dataset": dense_dataset,
             "split": test_split,
@@ -309,6 +334,58 @@ def evaluate_knn(model_path: str, dataset: str = "digits", **kwargs) -> dict:
 def evaluate_dense(model_path: str, dataset: str = "digit-scenes", **kwargs) -> dict:
     """Dense patch probe (mean IoU, pixel and patch accuracy) on `dataset`; see `evaluate_backbone` for the arguments."""
     return evaluate_backbone(model_path, protocols=("dense",), dense_dataset=dataset, **kwargs)[0]
+
+
+def _calibrate_twin(
+    model: PreTrainedModel,
+    view: EvalView,
+    twin: dict,
+    dataset: str,
+    train_split: str,
+    image_column: str | None,
+    max_images: int | None,
+    batch_size: int,
+    seed: int,
+    train: ImageSource | None = None,
+) -> dict:
+    """Estimates a random-init twin's BatchNorm statistics on training images of `dataset` (`calibrate_batchnorm`).
+
+    Adds `bn_calibration_images` to `twin` (`load_random_init`'s description) and, when it calibrated, the data's
+    identity for the feature cache; returns the fields of the twin's result rows: `floor`, `floor_init` and
+    `bn_calibration_images`.
+    """
+    twin["bn_calibration_images"] = 0
+    if batchnorm_layers(model):  # statistics of real images, not the mean 0 / variance 1 of a fresh build
+        if train is None:
+            train = load_image_source(dataset, train_split, image_column=image_column)
+        twin["bn_calibration_images"] = calibrate_batchnorm(model, train, view, max_images, batch_size, seed)
+        twin["bn_calibration_data"] = [_source_key(train, dataset, train_split), max_images]
+    label = {"floor": floor_label(twin, dataset, train_split)}
+    return label | {key: twin[key] for key in ("floor_init", "bn_calibration_images")}
+
+
+def floor_label(floor: dict, dataset: str, split: str = "train") -> str:
+    """What a random-init twin is, for result rows and printouts.
+
+    Args:
+        floor: `load_random_init`'s description of the twin, plus `bn_calibration_images`.
+        dataset: Dataset the BatchNorm statistics come from.
+        split: Its split.
+
+    Returns:
+        E.g. "MAE init at step 0, seed 0" or "random init (transformers), seed 0, BN statistics from 2048 digits
+        train images".
+    """
+    from ..export import CARDS_DIR
+
+    if floor["floor_init"] == "method":
+        card = CARDS_DIR / f"{floor['floor_method']}.yaml"
+        title = yaml.safe_load(card.read_text()).get("method_title", "") if card.is_file() else ""
+        text = f"{title.split(' (')[0] or floor['floor_method']} init at step 0, seed {floor['floor_seed']}"
+    else:
+        text = f"random init (transformers), seed {floor['floor_seed']}"
+    images = floor.get("bn_calibration_images")
+    return text + (f", BN statistics from {images} {dataset} {split} images" if images else "")
 
 
 def _feasible_shots(shots: tuple[int, ...], labels: torch.Tensor) -> tuple[int, ...]:
@@ -413,18 +490,30 @@ def representation_diagnostics(
     random_init: bool = False,
     seed: int = 0,
     plots_dir: str | os.PathLike | None = None,
+    train_split: str = "train",
+    bn_calibration_images: int | None = 2048,
 ) -> dict:
     """Geometry of an exported backbone's features on the first `num_images` images of a split.
 
-    See `feature_diagnostics`; this loads the export first.
+    See `feature_diagnostics`; this loads the export first. With `random_init`, the twin is built and calibrated as
+    in `evaluate_backbone` (its BatchNorm statistics from `bn_calibration_images` images of `train_split`), and the
+    report names it (`floor`, `floor_init`, `bn_calibration_images`).
     """
-    model, view = load_backbone(model_path, random_init=random_init, seed=seed)
+    label = {}
+    if random_init:
+        model, view, twin = load_random_init(model_path, seed)
+        label = _calibrate_twin(
+            model, view, twin, dataset, train_split, image_column, bn_calibration_images, 256, seed
+        )
+    else:
+        model, view = load_backbone(model_path)
     source = load_image_source(dataset, split, image_column=image_column)
     prefix = "random_init" if random_init else "pretrained"
     return {
         "dataset": dataset,
         "split": split,
         "backbone": "random-init" if random_init else "pretrained",
+        **label,
         **feature_diagnostics(model, view, source, num_images, label_column, pool, seed, plots_dir, prefix),
     }
 

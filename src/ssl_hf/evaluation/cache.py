@@ -18,15 +18,19 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SSL_HF_CACHE") or Path.home() / ".cache" / "ssl_hf").expanduser() / "features"
 
 
-def model_fingerprint(model_path: str | os.PathLike, random_init: bool = False, seed: int = 0) -> dict:
+def model_fingerprint(
+    model_path: str | os.PathLike, random_init: bool = False, seed: int = 0, floor: dict | None = None
+) -> dict:
     """What identifies a backbone's weights.
 
     A local folder: its absolute path and the size and modification time of its config and weight files (a
-    re-export invalidates the cache). A Hub id: its name (the caller adds the resolved commit). Random init: the seed.
+    re-export invalidates the cache). A Hub id: its name (the caller adds the resolved commit). Random init: the seed,
+    the run record the twin is rebuilt from (`training_args.json`) and `floor`, how the twin was built and calibrated.
     """
     path = Path(model_path)
+    names = ("config.json", "training_args.json") if random_init else ("config.json",)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.name == "config.json" or p.name.startswith("model."))
+        files = sorted(p for p in path.iterdir() if p.name in names or p.name.startswith("model."))
         identity = {
             "path": str(path.resolve()),
             "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
@@ -35,6 +39,7 @@ def model_fingerprint(model_path: str | os.PathLike, random_init: bool = False, 
         identity = {"hub_id": str(model_path)}
     if random_init:
         identity["random_init_seed"] = seed
+        identity["floor"] = floor
     return identity
 
 

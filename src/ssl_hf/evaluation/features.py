@@ -1,19 +1,23 @@
 """Feature extraction from an exported backbone (anything `AutoModel.from_pretrained` loads)."""
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
 from ..data.datasets import ImageSource
 from ..data.views import IMAGENET_MEAN, IMAGENET_STD, EvalView
+from ..registry import METHODS
 
 
+logger = logging.getLogger(__name__)
 Pooling = Literal["cls", "mean"]
 
 
@@ -24,16 +28,78 @@ def load_backbone(
 
     Args:
         path: Export folder or Hub id.
-        random_init: Build the same architecture with fresh random weights (the "random init" floor).
-        seed: Seed for `random_init`.
+        random_init: Build the random-init twin instead (`load_random_init`; BatchNorm statistics not calibrated).
+        seed: Seed of the transformers init of `random_init` (the method init uses its run's seed).
     """
+    if random_init:
+        model, view, _ = load_random_init(path, seed)
+        return model, view
+    _export_config(path)  # a helpful error for a missing export
+    model = AutoModel.from_pretrained(path)
+    return model.eval(), _eval_view(path, model)
+
+
+def load_random_init(path: str | os.PathLike, seed: int = 0) -> tuple[PreTrainedModel, EvalView, dict]:
+    """Builds the random-init twin of an export (the floor): its architecture with the weights it had at step 0.
+
+    With the export's `training_args.json` (written by `ssl-hf export` from a run's `final/` folder), the twin is the
+    run's encoder before its first optimiser step, rebuilt as the pre-training loop builds it: `set_seed` with the
+    run's seed, the method's model from the recorded config, `prepare_for_pretraining`, then the encoder the export
+    saves (`ssl_hf.export.exported_encoder`, in the export's format). MAE, ASL and TEC thus get MAE's init (fixed
+    sin-cos positions, xavier weights; TEC with `init_from_base`: its base model's weights). Otherwise (a Hub id, a folder without the record, or a record that does not
+    rebuild this architecture) the twin is `AutoModel.from_config` after `torch.manual_seed(seed)`: transformers'
+    init. BatchNorm running statistics stay as built (mean 0, variance 1): see `calibrate_batchnorm`.
+
+    Args:
+        path: Export folder or Hub id.
+        seed: Seed of the transformers init (the method init uses the run's own seed).
+
+    Returns:
+        The twin in eval mode, its evaluation view, and how it was built: `floor_init` (`method` or `config`),
+        `floor_seed`, and `floor_method` (the method's name, for `method`).
+    """
+    config = _export_config(path)
+    record_path = Path(path) / "training_args.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    run_seed = (record.get("training") or {}).get("seed")
+    if record.get("method") in METHODS and isinstance(record.get("model_config"), dict) and isinstance(run_seed, int):
+        model = _method_init(config, record["method"], record["model_config"], run_seed)
+        if model is not None:
+            floor = {"floor_init": "method", "floor_seed": run_seed, "floor_method": record["method"]}
+            return model.eval(), _eval_view(path, model), floor
+        logger.warning("%s: training_args.json does not rebuild this architecture: transformers' init instead.", path)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config)
+    return model.eval(), _eval_view(path, model), {"floor_init": "config", "floor_seed": seed}
+
+
+def _method_init(config: PreTrainedConfig, method: str, model_config: dict, seed: int) -> PreTrainedModel | None:
+    """The exported encoder of `method`'s model at step 0, or None when it is not the architecture of `config`."""
+    from accelerate.utils import set_seed
+
+    from ..export import exported_encoder
+
+    spec = METHODS[method]
+    set_seed(seed)  # as `ssl_hf.training.loop.pretrain`
+    pretraining = spec.model_class(spec.config_class.from_dict(model_config))
+    pretraining.prepare_for_pretraining(resumed=False)
+    keep_adapters = config.model_type == spec.config_class.model_type  # TEC's `--keep_adapters` export
+    model = exported_encoder(pretraining, "dinov2" if config.model_type == "dinov2" else "vit", keep_adapters)
+    with torch.device("meta"):
+        reference = AutoModel.from_config(config).state_dict()
+    shapes = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    return model if shapes == {name: tensor.shape for name, tensor in reference.items()} else None
+
+
+def _export_config(path: str | os.PathLike) -> PreTrainedConfig:
+    """The export's config, with an error naming `ssl-hf export` when there is none."""
     local = Path(path)
     if not local.exists() and (local.is_absolute() or str(path).startswith(".") or str(path).count("/") > 1):
         raise FileNotFoundError(
             f"No exported model at {path}: run `ssl-hf export RUN/final --output_dir {path}` first."
         )
     try:
-        config = AutoConfig.from_pretrained(path)
+        return AutoConfig.from_pretrained(path)
     except OSError as err:  # e.g. `runs/export` (one slash) mistyped: tried as a Hub id
         if local.exists():
             raise
@@ -41,11 +107,10 @@ def load_backbone(
             f"No exported model at {path} (no such folder, and not loadable as a Hub id: {err}). "
             f"Run `ssl-hf export RUN/final --output_dir {path}` first."
         ) from err
-    if random_init:
-        torch.manual_seed(seed)
-        model = AutoModel.from_config(config)
-    else:
-        model = AutoModel.from_pretrained(path)
+
+
+def _eval_view(path: str | os.PathLike, model: PreTrainedModel) -> EvalView:
+    """The evaluation view of an export: size and normalisation from its `preprocessor_config.json`."""
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     processor = Path(path) / "preprocessor_config.json"
     size = getattr(model.config, "image_size", None)  # ViT; a ResNet's input size is in the processor config
@@ -55,7 +120,72 @@ def load_backbone(
         size = spec.get("size", {}).get("height") or size
     if size is None:
         raise ValueError(f"{path} records no input size: add a preprocessor_config.json (ssl-hf export writes one).")
-    return model.eval(), EvalView(size if isinstance(size, int) else size[0], mean, std)
+    return EvalView(size if isinstance(size, int) else size[0], mean, std)
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm layers of `model` that keep running statistics."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def calibrate_batchnorm(
+    model: nn.Module,
+    source: ImageSource,
+    view: EvalView,
+    max_images: int | None = 2048,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> int:
+    """Estimates every BatchNorm's running statistics on images of `source` ("precise BN").
+
+    A freshly built network holds running means 0 and variances 1, so in eval mode each BatchNorm is nearly the
+    identity and a random-init floor scores as a network that never saw data statistics (a random ResNet-18 rates far
+    higher on k-NN that way). This resets the statistics, switches each BatchNorm to a cumulative average
+    (`momentum=None`) and runs no-grad forward passes with only the BatchNorm layers in train mode (dropout and the
+    rest stay in eval mode). Each layer ends with the average over batches of its batch mean and unbiased batch
+    variance at its input: the exact statistics of the images when they fit in one batch. The momenta are restored
+    and the model is left in eval mode.
+
+    Args:
+        model: Backbone taking `pixel_values`.
+        source: Map-style split to estimate on (the training split of the evaluation dataset).
+        view: Evaluation view.
+        max_images: Images drawn at random without replacement (all of the split when None or larger).
+        batch_size: Most images per forward pass (the batches are split evenly).
+        seed: Seed of the draw and of the order of the images.
+        device: Defaults to CUDA when available.
+
+    Returns:
+        The number of images the statistics come from; 0 for a model without BatchNorm (left untouched).
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    momenta = [m.momentum for m in layers]
+    order = torch.randperm(len(source.dataset), generator=torch.Generator().manual_seed(seed))[:max_images]
+    count = 0
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        batches = order.tensor_split(max(1, -(-len(order) // batch_size)))  # even sizes: no batch of 1 at the end
+        for rows in tqdm(batches, desc="BatchNorm statistics", leave=False):
+            images = [im for im in source.read(rows.tolist())[0] if im is not None]
+            if images:
+                model(pixel_values=view(images)["pixel_values"].to(device))
+                count += len(images)
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        model.eval()
+    if not count:
+        raise ValueError("No readable image to estimate the BatchNorm statistics on.")
+    return count
 
 
 CLS_FREE_MODEL_TYPES = frozenset({"siglip_vision_model", "siglip2_vision_model"})

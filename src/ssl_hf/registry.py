@@ -21,6 +21,8 @@ class MethodSpec:
         presets: Named paper settings (`--preset NAME`): backbone, config and training fields; anything given in a
             `--config` file or on the command line wins.
         default_backbone: Backbone preset when none is given (`--backbone`).
+        feature_pool: Image feature the exported encoder is evaluated with: `cls`, or `mean` of the patch tokens (the
+            MAE family, whose losses never train the cls token; SelfPatch, which has none).
     """
 
     name: str
@@ -30,6 +32,7 @@ class MethodSpec:
     training_defaults: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_backbone: str = "vit-base"
+    feature_pool: str = "cls"
 
 
 METHODS: dict[str, MethodSpec] = {}

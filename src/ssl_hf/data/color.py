@@ -383,8 +383,8 @@ class MultiView:
 class MultiCrop:
     """DINO's multi-crop: 2 global crops at `image_size` and `num_local` local crops at `local_size`, per image.
 
-    Colour ops as DINO (and SelfPatch): jitter 0.8, grayscale 0.2 on every crop; global crop 1 blur 1.0; global crop 2
-    blur 0.1 and solarisation 0.2; local crops blur 0.5. Each resolution is one `MultiView` pass (one batched crop
+    Colour ops as DINO (and SelfPatch) by default: jitter 0.8, grayscale 0.2 on every crop; global crop 1 blur 1.0;
+    global crop 2 blur 0.1 and solarisation 0.2; local crops blur 0.5 (`blur_prob` and `solarize_prob` change them). Each resolution is one `MultiView` pass (one batched crop
     call and one colour pass for all crops of that size), so the work per batch does not grow with Python loops over
     crops. Draws come from the sample's generator: first the global crops, then the local ones.
 
@@ -398,6 +398,9 @@ class MultiCrop:
         local_scale: Area range of the local crops (DINO (0.05, 0.4)).
         mean: Normalisation mean.
         std: Normalisation std.
+        hflip: Random horizontal flip (p = 0.5) of every crop.
+        blur_prob: Blur probability of global crop 1, global crop 2 and the local crops.
+        solarize_prob: Solarisation probability of global crop 1, global crop 2 and the local crops.
     """
 
     def __init__(
@@ -409,14 +412,21 @@ class MultiCrop:
         local_scale: tuple[float, float] = (0.05, 0.4),
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        hflip: bool = True,
+        blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5),
+        solarize_prob: tuple[float, float, float] = (0.0, 0.2, 0.0),
     ):
         if num_local < 0:
             raise ValueError(f"num_local must be >= 0, got {num_local}")
-        norm = dict(mean=mean, std=std)
-        self.globals = MultiView(image_size, 2, global_scale, blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2), **norm)
+        common = dict(mean=mean, std=std, hflip=hflip)
+        self.globals = MultiView(
+            image_size, 2, global_scale, blur_prob=blur_prob[:2], solarize_prob=solarize_prob[:2], **common
+        )
         self.locals = None
         if num_local:
-            self.locals = MultiView(local_size, num_local, local_scale, blur_prob=(0.5,), solarize_prob=(0.0,), **norm)
+            self.locals = MultiView(
+                local_size, num_local, local_scale, blur_prob=blur_prob[2:], solarize_prob=solarize_prob[2:], **common
+            )
 
     def __call__(self, images: Sequence[Tensor], rngs: Sequence[np.random.Generator]) -> dict[str, Tensor]:
         out = self.globals(images, rngs)

@@ -115,7 +115,7 @@ class MaskedView:
 
     def __call__(self, images: Sequence[Tensor], rngs: Sequence[np.random.Generator]) -> dict[str, Tensor]:
         boxes = [random_resized_box(rng, *im.shape[-2:], self.scale, self.ratio) for im, rng in zip(images, rngs)]
-        flips = [self.hflip and bool(rng.random() < 0.5) for rng in rngs]
+        flips = [bool(rng.random() < 0.5) and self.hflip for rng in rngs]  # drawn even when off
         noise = torch.from_numpy(np.stack([rng.random(self.num_patches, dtype=np.float32) for rng in rngs]))
         pixels = resized_crops(images, boxes, flips, self.image_size)
         return {"pixel_values": normalize(pixels, self.mean, self.std), "noise": noise}
@@ -141,18 +141,36 @@ class EvalView:
         return {"pixel_values": normalize(torch.cat(batch).div_(255), self.mean, self.std)}
 
 
-def build_views(preset: str, model_config, scale: tuple[float, float] | None = None):
+def build_views(
+    preset: str,
+    model_config,
+    scale: tuple[float, float] | None = None,
+    hflip: bool | None = None,
+    blur_prob: Sequence[float] | None = None,
+    solarize_prob: Sequence[float] | None = None,
+):
     """Builds a method's training view preset from its config.
 
     Args:
         preset: Preset name declared by the method (`MethodSpec.views`).
         model_config: The method config (its `backbone_config` gives size and patch grid).
-        scale: Override of the crop area range.
+        scale: Override of the crop area range (multi-crop: of the global crops; the local crops then end at its
+            lower bound).
+        hflip: Random horizontal flip (p = 0.5); on when None.
+        blur_prob: Blur probability per view, cycled over the views (multi-crop: global 1, global 2, local crops).
+            None keeps the method's pair (BYOL 1.0 / 0.1, MSBReg 1.0, DINO 1.0 / 0.1 / 0.5).
+        solarize_prob: Solarisation probability per view, as `blur_prob` (BYOL 0.0 / 0.2, MSBReg 0.2, DINO 0.0 / 0.2 /
+            0.0).
     """
     bb = model_config.backbone_config
+    flip = True if hflip is None else bool(hflip)
     if preset == "mae":
+        if blur_prob or solarize_prob:
+            raise ValueError(
+                "blur_prob / solarize_prob apply to colour views; MAE-style methods use crop + flip only."
+            )
         num_patches = (bb.image_size // bb.patch_size) ** 2
-        return MaskedView(bb.image_size, num_patches, scale=scale or (0.2, 1.0))
+        return MaskedView(bb.image_size, num_patches, scale=scale or (0.2, 1.0), hflip=flip)
     if preset in ("byol", "msbreg"):
         from .color import MultiView
 
@@ -162,8 +180,9 @@ def build_views(preset: str, model_config, scale: tuple[float, float] | None = N
             model_config.input_size,
             model_config.num_views,
             scale=scale or (0.08, 1.0),
-            blur_prob=(1.0, 0.1) if asymmetric else (1.0,),
-            solarize_prob=(0.0, 0.2) if asymmetric else (0.2,),
+            hflip=flip,
+            blur_prob=blur_prob or ((1.0, 0.1) if asymmetric else (1.0,)),
+            solarize_prob=solarize_prob or ((0.0, 0.2) if asymmetric else (0.2,)),
         )
     if preset == "multicrop":
         from .color import MultiCrop
@@ -176,5 +195,15 @@ def build_views(preset: str, model_config, scale: tuple[float, float] | None = N
             model_config.num_local_crops,
             global_scale=(split, 1.0),
             local_scale=(min(model_config.local_crop_min_scale, split), split),
+            hflip=flip,
+            blur_prob=_three(blur_prob, (1.0, 0.1, 0.5)),
+            solarize_prob=_three(solarize_prob, (0.0, 0.2, 0.0)),
         )
     raise ValueError(f"Unknown views preset '{preset}'")
+
+
+def _three(probs: Sequence[float] | None, default: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Per-view probabilities of multi-crop (global 1, global 2, local), cycling a shorter sequence."""
+    if not probs:
+        return default
+    return tuple(float(probs[k % len(probs)]) for k in range(3))

@@ -22,7 +22,18 @@ class TrainingArguments:
     train_split: str = _arg("train", "Split to pre-train on.")
     image_column: str | None = _arg(None, "Image column (found automatically when omitted).")
     streaming: bool = _arg(False, "Stream the dataset instead of downloading/caching it whole.")
-    crop_min_scale: float | None = _arg(None, "Smallest random-resized-crop area (method default when omitted).")
+    crop_min_scale: float | None = _arg(
+        None, "Smallest random-resized-crop area of the (global) views (method default when omitted)."
+    )
+    hflip: bool | None = _arg(None, "Random horizontal flip (p 0.5) of the training views (default: on).")
+    blur_prob: str | None = _arg(
+        None,
+        "Gaussian-blur probability per view, comma-separated, cycled over the views (BYOL '1.0,0.1'; multi-crop: "
+        "global 1, global 2, local crops, DINO '1.0,0.1,0.5'). Method default when omitted.",
+    )
+    solarize_prob: str | None = _arg(
+        None, "Solarisation probability per view, comma-separated as blur_prob (BYOL '0.0,0.2'; DINO '0.0,0.2,0.0')."
+    )
     num_workers: int = _arg(0, "DataLoader workers (0 is fastest for small images on few cores).")
     # schedule
     max_steps: int = _arg(1000, "Optimiser steps to run.")
@@ -41,9 +52,23 @@ class TrainingArguments:
     weight_decay: float | None = _arg(None, "Weight decay (never on biases, norms, tokens, position tables).")
     adam_beta1: float = _arg(0.9, "AdamW beta1.")
     adam_beta2: float | None = _arg(None, "AdamW beta2.")
-    max_grad_norm: float | None = _arg(None, "Clip the global gradient norm (off when omitted).")
+    lars_trust_coefficient: float | None = _arg(
+        None,
+        "LARS trust coefficient eta: each adapted tensor moves by about lr * eta * its norm per step (BYOL 1e-3).",
+    )
+    weight_decay_end: float | None = _arg(
+        None, "Final weight decay of a cosine schedule from weight_decay (DINO: 0.04 -> 0.4); constant when omitted."
+    )
+    max_grad_norm: float | None = _arg(None, "Clip gradient norms to this value (off when omitted).")
+    clip_per_tensor: bool | None = _arg(
+        None, "Clip each parameter tensor's gradient norm separately (DINO) instead of the global norm."
+    )
     # precision / speed
-    mixed_precision: Literal["no", "bf16", "fp16"] = _arg("no", "Autocast precision (bf16 on CPU; fp16 only on GPU).")
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = _arg(
+        "no",
+        "Autocast precision: no, bf16, fp16 (GPU only), or auto (CPU: time a few steps in fp32 and bf16 and keep the "
+        "faster; GPU: bf16 where supported).",
+    )
     torch_compile: bool = _arg(False, "torch.compile the model (slow first steps).")
     cpu_keep_freed_memory: bool = _arg(
         True, "On CPU (glibc), keep freed memory for reuse: large activations are not page-faulted in every step."
@@ -55,6 +80,16 @@ class TrainingArguments:
     save_total_limit: int | None = _arg(2, "Keep only the newest N checkpoints (all when omitted).")
     resume_from_checkpoint: str | None = _arg(None, "'latest' or a checkpoint directory to continue from.")
     report_to: str | None = _arg(None, "Accelerate tracker(s), e.g. tensorboard, wandb (comma-separated).")
+    # online monitoring
+    eval_every: int = _arg(
+        0, "Every N optimiser steps (and at the start and end), log an online weighted k-NN top-1 (0: off)."
+    )
+    eval_dataset: str = _arg("digits", "Labelled dataset of the online k-NN (its train and test splits).")
+    eval_label_column: str = _arg("label", "Integer label column of eval_dataset.")
+    eval_max_images: int | None = _arg(
+        5000, "Use at most this many images of each split of eval_dataset for the online k-NN (all when omitted)."
+    )
+    alarms: bool = _arg(True, "Log collapse statistics every step and warn once when one trips (see the docs).")
 
     def resolved(self, defaults: dict[str, Any]) -> "TrainingArguments":
         """Returns a copy where unset (`None`) fields take the method's defaults, then the generic ones."""
@@ -64,6 +99,8 @@ class TrainingArguments:
             "weight_decay": 0.05,
             "adam_beta2": 0.999,
             "warmup_ratio": 0.05,
+            "lars_trust_coefficient": 1e-3,
+            "clip_per_tensor": False,
         }
         values = {}
         for f in dataclasses.fields(self):
@@ -80,16 +117,40 @@ class TrainingArguments:
             (self.batch_size > 0, "batch_size must be > 0"),
             (self.gradient_accumulation_steps > 0, "gradient_accumulation_steps must be > 0"),
             (self.save_steps > 0, "save_steps must be > 0"),
-            (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision must be one of no, bf16, fp16"),
+            (
+                self.mixed_precision in ("no", "bf16", "fp16", "auto"),
+                "mixed_precision must be one of no, bf16, fp16, auto",
+            ),
+            (self.eval_every >= 0, "eval_every must be >= 0 (0 turns the online k-NN off)"),
+            (self.eval_max_images is None or self.eval_max_images > 0, "eval_max_images must be > 0"),
+            (self.lars_trust_coefficient > 0, "lars_trust_coefficient must be > 0"),
             (self.optimizer in ("adamw", "lars"), "optimizer must be 'adamw' or 'lars'"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"Invalid training arguments: {message}.")
+        for name in ("blur_prob", "solarize_prob"):
+            per_view_probabilities(getattr(self, name), name)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""
         return dataclasses.asdict(self)
+
+
+def per_view_probabilities(value: str | float | list | tuple | None, name: str = "value") -> tuple[float, ...] | None:
+    """`"1.0,0.1"`, `0.5` or `[1.0, 0.1]` -> `(1.0, 0.1)`; None stays None. Raises naming `name` when malformed."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    try:
+        probs = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Invalid training arguments: {name}={value!r} must be comma-separated probabilities."
+        ) from None
+    if not probs or not all(0 <= p <= 1 for p in probs):
+        raise ValueError(f"Invalid training arguments: {name}={value!r} must hold probabilities in [0, 1].")
+    return probs
 
 
 TRAINING_FIELDS = {f.name: f for f in dataclasses.fields(TrainingArguments)}

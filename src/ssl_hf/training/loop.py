@@ -21,10 +21,13 @@ from tqdm.auto import tqdm
 from ..data.datasets import load_image_source
 from ..data.pipeline import SKIPPED, StreamingViews, ViewsDataset
 from ..data.views import build_views
+from ..export import input_size
 from ..registry import MethodSpec
-from .arguments import TrainingArguments
+from .arguments import TrainingArguments, per_view_probabilities
 from .memory import keep_freed_cpu_memory
-from .optim import build_optimizer, scaled_lr
+from .monitor import CollapseAlarms, OnlineKNN, collapse_statistics
+from .optim import build_optimizer, clip_grad_norm_per_tensor_, scaled_lr
+from .precision import choose_precision
 from .schedules import cosine_with_warmup
 
 
@@ -47,6 +50,11 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     args = args.resolved(spec.training_defaults)
     args.validate()
     out = Path(args.output_dir)
+    precision_timings = None
+    if args.mixed_precision == "auto":
+        args.mixed_precision, precision_timings = choose_precision(
+            spec, model_config, args, _resume_precision(out, args)
+        )
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -84,6 +92,11 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     def lr_at(step: int) -> float:
         return cosine_with_warmup(step, args.max_steps, warmup, peak_lr, args.min_learning_rate)
 
+    def weight_decay_at(step: int) -> float:  # DINO: a cosine from weight_decay to weight_decay_end, no warm-up
+        if args.weight_decay_end is None:
+            return args.weight_decay
+        return cosine_with_warmup(step, args.max_steps, 0, args.weight_decay, args.weight_decay_end)
+
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "images_seen": 0, "skipped_images": 0}
     if resume_dir is not None:
         accelerator.load_state(str(resume_dir))
@@ -91,11 +104,36 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
         logger.info("Resumed from %s at step %d", resume_dir, state["step"])
     metrics = _MetricsWriter(out / "metrics.jsonl", accelerator.is_main_process, resume_step=state["step"])
     if accelerator.is_main_process:
-        _write_json(out / "args.json", _run_record(spec, model_config, args, accelerator, peak_lr, global_batch))
+        record = _run_record(spec, model_config, args, accelerator, peak_lr, global_batch)
+        if precision_timings is not None:
+            record["derived"]["mixed_precision_auto"] = precision_timings
+        _write_json(out / "args.json", record)
     if args.report_to:
         accelerator.init_trackers(spec.name, config={k: v for k, v in args.to_dict().items() if v is not None})
 
     unwrapped = accelerator.unwrap_model(model)
+    knn = None
+    if args.eval_every:
+        knn = OnlineKNN(
+            args.eval_dataset,
+            args.eval_label_column,
+            input_size(model_config),
+            spec.feature_pool,
+            args.eval_max_images,
+        )
+    alarms = CollapseAlarms(warmup)
+
+    def monitor(record: dict) -> dict:
+        online = knn(unwrapped.get_export_backbone())
+        if record["step"] == 0:
+            logger.info("Online k-NN at step 0: %.2f %%", online["knn_top1"])
+        return {**record, **online}
+
+    if knn is not None and state["step"] == 0:
+        start_record = monitor({"step": 0, "epoch": 0})
+        metrics.write(start_record)
+        if args.report_to:
+            accelerator.log(start_record, step=0)
     model.train()
     progress = tqdm(
         total=args.max_steps,
@@ -105,8 +143,10 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
         dynamic_ncols=True,
     )
     window: list[dict[str, torch.Tensor]] = []
+    window_stats: dict[str, float] = {}
+    last_knn = None
     window_images, window_skipped, window_start = 0, 0, time.perf_counter()
-    _set_lr(optimizer, lr_at(state["step"]))
+    _set_schedules(optimizer, lr_at(state["step"]), weight_decay_at(state["step"]))
     while state["step"] < args.max_steps:
         batches = _epoch_batches(loader, dataset, accelerator, state, args.streaming)
         fresh_epoch, seen = state["batches_in_epoch"] == 0, 0
@@ -120,11 +160,16 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
                 _check_finite(output.loss, accelerator, state, out)
                 accelerator.backward(output.loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    if args.clip_per_tensor:
+                        clip_grad_norm_per_tensor_(model.parameters(), args.max_grad_norm)
+                    else:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             state["batches_in_epoch"] += 1
             window.append({k: v.detach().float() for k, v in output.items() if k.startswith("loss")})
+            if args.alarms and accelerator.sync_gradients:  # statistics of the step's last micro-batch
+                window_stats = collapse_statistics(output, unwrapped)
             window_images += next(iter(batch.values())).shape[0]
             if not accelerator.sync_gradients:
                 continue
@@ -145,12 +190,22 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
                 "images_per_sec": round(images / elapsed, 2),
                 "skipped_images": state["skipped_images"],
             }
+            if args.alarms:
+                record.update(window_stats)
+                alarms.check(state["step"], window_stats)
+            if knn is not None and (state["step"] % args.eval_every == 0 or state["step"] == args.max_steps):
+                record = monitor(record)
             metrics.write(record)
             if args.report_to:
                 accelerator.log(record, step=state["step"])
             progress.update(1)
-            progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-            _set_lr(optimizer, lr_at(state["step"]))
+            postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+            if "knn_top1" in record:
+                last_knn = record["knn_top1"]
+            if knn is not None and last_knn is not None:
+                postfix["knn"] = f"{last_knn:.1f}%"
+            progress.set_postfix(postfix)
+            _set_schedules(optimizer, lr_at(state["step"]), weight_decay_at(state["step"]))
             if state["step"] % args.save_steps == 0 or state["step"] == args.max_steps:
                 save_checkpoint(accelerator, out, state, args.save_total_limit)
             window, window_images, window_skipped, window_start = [], 0, 0, time.perf_counter()
@@ -179,7 +234,14 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
 
 def _build_loader(spec: MethodSpec, model_config, args: TrainingArguments, accelerator: Accelerator):
     scale = (args.crop_min_scale, 1.0) if args.crop_min_scale else None
-    views = build_views(spec.views, model_config, scale=scale)
+    views = build_views(
+        spec.views,
+        model_config,
+        scale=scale,
+        hflip=args.hflip,
+        blur_prob=per_view_probabilities(args.blur_prob, "blur_prob"),
+        solarize_prob=per_view_probabilities(args.solarize_prob, "solarize_prob"),
+    )
     source = load_image_source(
         args.dataset,
         args.train_split,
@@ -232,9 +294,20 @@ def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return ((seed * 1_000_003 + step) * 64 + micro) * 4096 + rank & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def _set_lr(optimizer, lr: float) -> None:
+def _set_schedules(optimizer, lr: float, weight_decay: float) -> None:
+    """Sets every group's lr, and the weight decay of the groups that decay (the first group of `build_optimizer`)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+        if group.get("weight_decay", 0.0) > 0.0:
+            group["weight_decay"] = weight_decay
+
+
+def _resume_precision(out: Path, args: TrainingArguments) -> str | None:
+    """The precision a resumed run chose at its start (`--mixed_precision auto` keeps it), else None."""
+    resume_dir = _resolve_resume(out, args.resume_from_checkpoint)
+    if resume_dir is None:
+        return None
+    return json.loads((resume_dir / META).read_text()).get("mixed_precision")
 
 
 def _reduce_window(window: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> dict[str, float]:
@@ -294,7 +367,14 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: dict, keep: int 
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _write_json(tmp / META, {"state": state, "num_processes": accelerator.num_processes})
+        _write_json(
+            tmp / META,
+            {
+                "state": state,
+                "num_processes": accelerator.num_processes,
+                "mixed_precision": accelerator.mixed_precision,
+            },
+        )
         _replace_dir(tmp, final)
         if keep:
             for old in _complete_checkpoints(out)[:-keep]:

@@ -45,5 +45,21 @@ def build_optimizer(name: str, model: nn.Module, lr: float, args, device: torch.
     if name == "lars":
         from .lars import build_lars
 
-        return build_lars(model, lr, args.weight_decay, momentum=args.momentum)
+        return build_lars(
+            model, lr, args.weight_decay, momentum=args.momentum, trust_coefficient=args.lars_trust_coefficient
+        )
     return build_adamw(model, lr, args.weight_decay, (args.adam_beta1, args.adam_beta2), device)
+
+
+@torch.no_grad()
+def clip_grad_norm_per_tensor_(parameters, max_norm: float) -> None:
+    """Scales each gradient tensor whose own L2 norm exceeds `max_norm` down to `max_norm` (DINO's `clip_gradients`).
+
+    DINO multiplies by `max_norm / (norm + 1e-6)` when that factor is below 1; so does this.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    norms = torch._foreach_norm(grads)
+    factors = [(max_norm / (n + 1e-6)).clamp(max=1.0) for n in norms]
+    torch._foreach_mul_(grads, factors)

@@ -9,6 +9,7 @@ register_method(
         config_class=ASLConfig,
         model_class=ASLForPreTraining,
         views="mae",
+        feature_pool="mean",
         # ASL appendix, ViT-B/16: AdamW (0.9, 0.95), wd 0.05, blr 1.5e-4, 40 warm-up epochs (as MAE)
         training_defaults={
             "base_learning_rate": 1.5e-4,

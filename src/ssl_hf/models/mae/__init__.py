@@ -9,6 +9,7 @@ register_method(
         config_class=MAEConfig,
         model_class=MAEForPreTraining,
         views="mae",
+        feature_pool="mean",
         # MAE (ViT-B, IN-1k): AdamW betas (0.9, 0.95), wd 0.05, blr 1.5e-4, 40/800 warm-up epochs
         training_defaults={
             "base_learning_rate": 1.5e-4,

@@ -10,6 +10,7 @@ register_method(
         config_class=SelfPatchConfig,
         model_class=SelfPatchForPreTraining,
         views="multicrop",
+        feature_pool="mean",
         default_backbone="vit-small",
         # main_selfpatch.py (DINO's recipe): AdamW, lr 5e-4 x batch / 256, wd 0.04 (the cosine to 0.4 is not
         # modelled), 10 warm-up epochs of 200, grad clip 3.0

@@ -14,6 +14,7 @@ register_method(
         config_class=TECConfig,
         model_class=TECForPreTraining,
         views="mae",
+        feature_pool="mean",
         # TEC Tab. 13: AdamW betas (0.9, 0.95), wd 0.05, blr 1.5e-4 (lr = blr x batch / 256), cosine, 40 warm-up
         # epochs of 300
         training_defaults={

@@ -123,7 +123,10 @@ class TrainingArguments:
             ),
             (self.eval_every >= 0, "eval_every must be >= 0 (0 turns the online k-NN off)"),
             (self.eval_max_images is None or self.eval_max_images > 0, "eval_max_images must be > 0"),
-            (self.lars_trust_coefficient > 0, "lars_trust_coefficient must be > 0"),
+            (
+                self.lars_trust_coefficient is None or self.lars_trust_coefficient > 0,
+                "lars_trust_coefficient must be > 0",
+            ),
             (self.optimizer in ("adamw", "lars"), "optimizer must be 'adamw' or 'lars'"),
         ]
         for ok, message in checks:

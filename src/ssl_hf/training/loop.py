@@ -124,9 +124,11 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     alarms = CollapseAlarms(warmup)
 
     def monitor(record: dict) -> dict:
-        online = knn(unwrapped.get_export_backbone())
+        online = knn(unwrapped.get_export_backbone(), floor=record["step"] == 0)
         if record["step"] == 0:
-            logger.info("Online k-NN at step 0: %.2f %%", online["knn_top1"])
+            logger.info(
+                "Online k-NN at step 0: %.2f %% (calibrated floor: %.2f %%)", online["knn_top1"], online["knn_floor"]
+            )
         return {**record, **online}
 
     if knn is not None and state["step"] == 0:
@@ -295,11 +297,10 @@ def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
 
 
 def _set_schedules(optimizer, lr: float, weight_decay: float) -> None:
-    """Sets every group's lr, and the weight decay of the groups that decay (the first group of `build_optimizer`)."""
+    """Sets every group's lr, and the weight decay of the decayed group (the first group of `build_optimizer`)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-        if group.get("weight_decay", 0.0) > 0.0:
-            group["weight_decay"] = weight_decay
+    optimizer.param_groups[0]["weight_decay"] = weight_decay
 
 
 def _resume_precision(out: Path, args: TrainingArguments) -> str | None:

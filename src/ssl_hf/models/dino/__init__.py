@@ -10,13 +10,15 @@ register_method(
         model_class=DINOForPreTraining,
         views="multicrop",
         default_backbone="vit-small",
-        # main_dino.py: AdamW, lr 5e-4 x batch / 256, wd 0.04 (DINO's cosine to 0.4 is not modelled), 10 warm-up epochs
-        # of 100, grad clip 3.0 (DINO's cosine ends at min_lr 1e-6: --min_learning_rate)
+        # main_dino.py: AdamW, lr 5e-4 x batch / 256, wd cosine 0.04 -> 0.4, 10 warm-up epochs
+        # of 100, per-tensor grad clip 3.0 (DINO's cosine ends at min_lr 1e-6: --min_learning_rate)
         training_defaults={
             "base_learning_rate": 5e-4,
             "weight_decay": 0.04,
             "warmup_ratio": 10 / 100,
             "max_grad_norm": 3.0,
+            "clip_per_tensor": True,
+            "weight_decay_end": 0.4,
         },
         presets={
             # the paper's ViT-S/16 recipe: teacher temperature 0.04 -> 0.07 over 30 of 300 epochs

@@ -44,9 +44,6 @@ class DINOForPreTraining(SelfDistillationPreTrainedModel):
     Differences from the reference:
         - No stochastic depth: transformers' `ViTModel` has no drop-path (DINO's student uses 0.1); D1 keeps the stock
           model so the export is a plain `ViTModel`.
-        - The training loop clips the global gradient norm (`max_grad_norm`, 3.0 in the method's defaults); DINO clips
-          each parameter tensor's norm separately.
-        - Constant weight decay (`weight_decay`, 0.04); DINO raises it along a cosine to 0.4.
         - Schedules (teacher-temperature warm-up, frozen last layer) are fractions of the run, not epochs [I].
         - The centre is updated after the optimiser step from the mean teacher output of all micro-batches of the
           step (DINO updates it in the loss, once per step without accumulation); identical without accumulation.

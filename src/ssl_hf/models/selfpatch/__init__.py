@@ -12,13 +12,15 @@ register_method(
         views="multicrop",
         feature_pool="mean",
         default_backbone="vit-small",
-        # main_selfpatch.py (DINO's recipe): AdamW, lr 5e-4 x batch / 256, wd 0.04 (the cosine to 0.4 is not
-        # modelled), 10 warm-up epochs of 200, grad clip 3.0
+        # main_selfpatch.py (DINO's recipe): AdamW, lr 5e-4 x batch / 256, wd cosine 0.04 -> 0.4, 10 warm-up epochs of
+        # 200, per-tensor grad clip 3.0
         training_defaults={
             "base_learning_rate": 5e-4,
             "weight_decay": 0.04,
             "warmup_ratio": 10 / 200,
             "max_grad_norm": 3.0,
+            "clip_per_tensor": True,
+            "weight_decay_end": 0.4,
         },
         presets={
             # Supp. App. A: ViT-S/16 on ImageNet, 2 x 224 + 8 x 96 crops split at 0.25, K 65536 / 4096, k = 4

@@ -67,8 +67,7 @@ class SelfPatchForPreTraining(SelfDistillationPreTrainedModel):
         - The export holds the teacher backbone (+ its final norm); the aggregation module (a natural image pooler
           for linear evaluation, [I] in the spec) is not exported: no stock transformers model has class-attention
           pooling. Use the mean of `last_hidden_state` as the image feature.
-        - Global-gradient-norm clipping, constant weight decay, schedules as fractions of the run, centre updates
-          after the optimiser step: as `DINOForPreTraining`.
+        - Schedules as fractions of the run, centre updates after the optimiser step: as `DINOForPreTraining`.
         - The similarity tensor keeps explicit shapes (the code's `.squeeze()` breaks at batch size 1).
     """
 

@@ -12,7 +12,15 @@ from torch import nn
 from ssl_hf import get_method
 from ssl_hf.data.color import MultiCrop, MultiView, apply_color
 from ssl_hf.data.pipeline import sample_rngs
-from ssl_hf.data.views import MaskedView, build_views, normalize, random_resized_box, resized_crops
+from ssl_hf.data.views import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MaskedView,
+    build_views,
+    normalize,
+    random_resized_box,
+    resized_crops,
+)
 from ssl_hf.training import TrainingArguments, pretrain
 from ssl_hf.training import loop as loop_module
 from ssl_hf.training import precision as precision_module
@@ -366,3 +374,29 @@ def test_auto_precision_run_records_its_choice_and_equals_the_explicit_run(tmp_p
     assert _losses(tmp_path / "auto") == _losses(tmp_path / "explicit")
     explicit = json.loads((tmp_path / "explicit" / "args.json").read_text())
     assert "mixed_precision_auto" not in explicit["derived"]
+
+
+def test_channel_permutation_reorders_channels_and_keeps_other_draws():
+    """With channel_permute_prob 1 each view is its unpermuted self with RGB reordered; boxes and colours unchanged."""
+    images = [torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8) for _ in range(8)]
+    plain = build_views("byol", tiny_byol_config(), hflip=False)
+    permuted = build_views("byol", tiny_byol_config(), hflip=False, channel_permute_prob=1.0)
+    boxes, _, params = plain.draw(images, sample_rngs(0, 0, range(8)))
+    boxes_p, _, params_p = permuted.draw(images, sample_rngs(0, 0, range(8)))
+    assert boxes == boxes_p
+    assert torch.equal(params.factors, params_p.factors)
+    assert torch.equal(params.channels, torch.arange(3).repeat(16, 1))
+    orders = {tuple(c.tolist()) for c in params_p.channels}
+    assert len(orders) > 1
+    assert all(sorted(o) == [0, 1, 2] for o in orders)
+    a = plain(images, sample_rngs(0, 0, range(8)))["pixel_values"].flatten(0, 1)
+    b = permuted(images, sample_rngs(0, 0, range(8)))["pixel_values"].flatten(0, 1)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    a, b = a * std + mean, b * std + mean  # undo the per-channel normalisation before comparing channels
+    expected = a.gather(1, params_p.channels[:, :, None, None].expand_as(a))
+    torch.testing.assert_close(b, expected, atol=1e-5, rtol=0)
+
+
+def test_channel_permutation_is_rejected_for_masked_views():
+    with pytest.raises(ValueError, match="channel_permute_prob"):
+        build_views("mae", tiny_mae_config(), channel_permute_prob=0.5)

@@ -181,6 +181,7 @@ class ColorParams:
         blur: `(N,)` bool, apply the Gaussian blur.
         sigma: `(N,)` float, the blur's standard deviation in pixels.
         solarize: `(N,)` bool, solarise.
+        channels: `(N, 3)` long, the source channel of each output channel (identity `(0, 1, 2)` when not permuted).
     """
 
     jitter: Tensor
@@ -190,6 +191,7 @@ class ColorParams:
     blur: Tensor
     sigma: Tensor
     solarize: Tensor
+    channels: Tensor
 
     @staticmethod
     def interleave(per_view: Sequence["ColorParams"]) -> "ColorParams":
@@ -200,7 +202,9 @@ class ColorParams:
 
 
 def apply_color(pixels: Tensor, params: ColorParams) -> Tensor:
-    """Applies jitter (ops in each image's order), grayscale, blur and solarisation, as the BYOL pipeline.
+    """Applies jitter (ops in each image's order), grayscale, blur, solarisation, then the channel permutation.
+
+    The first four as the BYOL pipeline; the channel permutation is off unless `channels` asks for it.
 
     The pixel math is batched: at each of the 4 jitter positions, one blend over the images whose op there is
     brightness, contrast or saturation and one hue shift over those whose op is hue; then grayscale, blur and
@@ -223,7 +227,18 @@ def apply_color(pixels: Tensor, params: ColorParams) -> Tensor:
     _apply_rows(out, params.grayscale, grayscale3)
     kernel_size = blur_kernel_size(min(out.shape[-2:]))
     _apply_rows(out, params.blur, lambda x, sigma: gaussian_blur(x, sigma, kernel_size).clamp_(0, 1), params.sigma)
-    return _apply_rows(out, params.solarize, solarize)
+    _apply_rows(out, params.solarize, solarize)
+    permuted = (params.channels != torch.arange(3)).any(1)
+    return _apply_rows(out, permuted, permute_channels, params.channels)
+
+
+CHANNEL_PERMUTATIONS = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+
+
+def permute_channels(pixels: Tensor, channels: Tensor) -> Tensor:
+    """Output channel `c` of image `n` is its input channel `channels[n, c]` (a colour permutation per image)."""
+    index = channels.to(pixels.device)[:, :, None, None].expand_as(pixels)
+    return pixels.gather(1, index)
 
 
 @dataclass(frozen=True)
@@ -246,6 +261,9 @@ class ColorAugment:
         blur_prob: Probability of the Gaussian blur.
         blur_sigma: Range of the blur's sigma, in pixels.
         solarize_prob: Probability of solarisation.
+        channel_permute_prob: Probability of permuting the RGB channels (a uniformly drawn one of the 6 orders, the
+            identity included). Not in BYOL: for data whose colours identify an image (the built-in sets give every
+            image its own background and digit colours) it removes colour as a way to match two views.
     """
 
     jitter_prob: float = 0.8
@@ -257,6 +275,7 @@ class ColorAugment:
     blur_prob: float = 1.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_prob: float = 0.2
+    channel_permute_prob: float = 0.0
 
     NUM_DRAWS: ClassVar[int] = 13  # uniforms per view
 
@@ -264,14 +283,21 @@ class ColorAugment:
         if not 0 <= self.hue <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
 
-    def params(self, uniforms: np.ndarray) -> ColorParams:
+    def params(self, uniforms: np.ndarray, permute_uniforms: np.ndarray | None = None) -> ColorParams:
         """Turns `(N, NUM_DRAWS)` uniforms in [0, 1) into `N` views' parameters.
 
         Columns: 0 jitter gate; 1-4 brightness, contrast, saturation and hue factors; 5-8 sort keys of the jitter order
         (their argsort is a uniformly random permutation); 9 grayscale gate; 10 blur gate; 11 blur sigma; 12 solarise
-        gate. A gate `u` is on when `u < probability`.
+        gate. A gate `u` is on when `u < probability`. `permute_uniforms`, `(N, 2)`, drive the channel permutation
+        (gate, then which of the 6 orders); without them no image is permuted.
         """
         u = np.asarray(uniforms, dtype=np.float64).reshape(-1, self.NUM_DRAWS)
+        channels = torch.arange(3).repeat(len(u), 1)
+        if permute_uniforms is not None and self.channel_permute_prob > 0:
+            v = np.asarray(permute_uniforms, dtype=np.float64).reshape(-1, 2)
+            choice = torch.from_numpy(np.minimum((v[:, 1] * 6).astype(np.int64), 5))
+            gate = torch.from_numpy(v[:, 0] < self.channel_permute_prob)
+            channels = torch.where(gate[:, None], CHANNEL_PERMUTATIONS[choice], channels)
         low = np.array([1 - self.brightness, 1 - self.contrast, 1 - self.saturation, -self.hue])
         high = np.array([1 + self.brightness, 1 + self.contrast, 1 + self.saturation, self.hue])
         sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * u[:, 11]
@@ -283,11 +309,14 @@ class ColorAugment:
             blur=torch.from_numpy(u[:, 10] < self.blur_prob),
             sigma=torch.from_numpy(sigma).float(),
             solarize=torch.from_numpy(u[:, 12] < self.solarize_prob),
+            channels=channels,
         )
 
     def __call__(self, pixels: Tensor, rngs: Sequence[np.random.Generator]) -> Tensor:
         """Augments `(N, 3, H, W)` pixels in [0, 1], drawing `NUM_DRAWS` uniforms from each image's rng."""
-        return apply_color(pixels, self.params(np.stack([rng.random(self.NUM_DRAWS) for rng in rngs])))
+        u = np.stack([rng.random(self.NUM_DRAWS) for rng in rngs])
+        v = np.stack([rng.random(2) for rng in rngs]) if self.channel_permute_prob > 0 else None
+        return apply_color(pixels, self.params(u, v))
 
 
 class MultiView:
@@ -320,6 +349,8 @@ class MultiView:
         hue: Hue strength.
         grayscale_prob: Grayscale probability.
         blur_sigma: Range of the blur's sigma, in pixels.
+        channel_permute_prob: Probability of a random RGB channel order per view (`ColorAugment`); when > 0, a
+            `(K, 2)` array of uniforms is drawn after the colour uniforms.
     """
 
     def __init__(
@@ -340,8 +371,10 @@ class MultiView:
         hue: float = 0.1,
         grayscale_prob: float = 0.2,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
+        channel_permute_prob: float = 0.0,
     ):
         self.image_size, self.num_views = image_size, num_views
+        self.channel_permute_prob = channel_permute_prob
         self.scale, self.ratio, self.hflip = tuple(scale), tuple(ratio), hflip
         self.mean, self.std = tuple(mean), tuple(std)
         common = dict(
@@ -352,6 +385,7 @@ class MultiView:
             hue=hue,
             grayscale_prob=grayscale_prob,
             blur_sigma=tuple(blur_sigma),
+            channel_permute_prob=channel_permute_prob,
         )
         self.augments = [
             ColorAugment(
@@ -364,14 +398,18 @@ class MultiView:
         self, images: Sequence[Tensor], rngs: Sequence[np.random.Generator]
     ) -> tuple[list[tuple[int, int, int, int]], list[bool], ColorParams]:
         """Draws the `B * K` boxes, flips and colour parameters (sample-major: view `k` of image `b` is `b * K + k`)."""
-        K, boxes, flips, uniforms = self.num_views, [], [], []
+        K, boxes, flips, uniforms, permute = self.num_views, [], [], [], []
         for image, rng in zip(images, rngs):
             for _ in range(K):
                 boxes.append(random_resized_box(rng, *image.shape[-2:], self.scale, self.ratio))
                 flips.append(bool(rng.random() < 0.5) and self.hflip)
             uniforms.append(rng.random((K, ColorAugment.NUM_DRAWS)))
+            if self.channel_permute_prob > 0:
+                permute.append(rng.random((K, 2)))
         u = np.stack(uniforms)  # (B, K, NUM_DRAWS)
-        return boxes, flips, ColorParams.interleave([aug.params(u[:, k]) for k, aug in enumerate(self.augments)])
+        v = np.stack(permute) if permute else None  # (B, K, 2)
+        per_view = [aug.params(u[:, k], None if v is None else v[:, k]) for k, aug in enumerate(self.augments)]
+        return boxes, flips, ColorParams.interleave(per_view)
 
     def __call__(self, images: Sequence[Tensor], rngs: Sequence[np.random.Generator]) -> dict[str, Tensor]:
         boxes, flips, params = self.draw(images, rngs)
@@ -384,9 +422,9 @@ class MultiCrop:
     """DINO's multi-crop: 2 global crops at `image_size` and `num_local` local crops at `local_size`, per image.
 
     Colour ops as DINO (and SelfPatch) by default: jitter 0.8, grayscale 0.2 on every crop; global crop 1 blur 1.0;
-    global crop 2 blur 0.1 and solarisation 0.2; local crops blur 0.5 (`blur_prob` and `solarize_prob` change them). Each resolution is one `MultiView` pass (one batched crop
-    call and one colour pass for all crops of that size), so the work per batch does not grow with Python loops over
-    crops. Draws come from the sample's generator: first the global crops, then the local ones.
+    global crop 2 blur 0.1 and solarisation 0.2; local crops blur 0.5 (`blur_prob` and `solarize_prob` change them).
+    Each resolution is one `MultiView` pass (one batched crop call and one colour pass for all crops of that size), so
+    the work per batch does not grow with Python loops over crops. Draws come from the sample's generator: first the global crops, then the local ones.
 
     Returns `{"pixel_values": (B, 2, 3, S, S), "local_pixel_values": (B, n, 3, s, s)}` (no local key when n = 0).
 
@@ -401,6 +439,7 @@ class MultiCrop:
         hflip: Random horizontal flip (p = 0.5) of every crop.
         blur_prob: Blur probability of global crop 1, global crop 2 and the local crops.
         solarize_prob: Solarisation probability of global crop 1, global crop 2 and the local crops.
+        channel_permute_prob: Probability of a random RGB channel order per crop.
     """
 
     def __init__(
@@ -415,10 +454,11 @@ class MultiCrop:
         hflip: bool = True,
         blur_prob: tuple[float, float, float] = (1.0, 0.1, 0.5),
         solarize_prob: tuple[float, float, float] = (0.0, 0.2, 0.0),
+        channel_permute_prob: float = 0.0,
     ):
         if num_local < 0:
             raise ValueError(f"num_local must be >= 0, got {num_local}")
-        common = dict(mean=mean, std=std, hflip=hflip)
+        common = dict(mean=mean, std=std, hflip=hflip, channel_permute_prob=channel_permute_prob)
         self.globals = MultiView(
             image_size, 2, global_scale, blur_prob=blur_prob[:2], solarize_prob=solarize_prob[:2], **common
         )

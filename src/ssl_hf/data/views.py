@@ -148,6 +148,7 @@ def build_views(
     hflip: bool | None = None,
     blur_prob: Sequence[float] | None = None,
     solarize_prob: Sequence[float] | None = None,
+    channel_permute_prob: float | None = None,
 ):
     """Builds a method's training view preset from its config.
 
@@ -161,13 +162,15 @@ def build_views(
             None keeps the method's pair (BYOL 1.0 / 0.1, MSBReg 1.0, DINO 1.0 / 0.1 / 0.5).
         solarize_prob: Solarisation probability per view, as `blur_prob` (BYOL 0.0 / 0.2, MSBReg 0.2, DINO 0.0 / 0.2 /
             0.0).
+        channel_permute_prob: Probability of a random RGB channel order per colour view (0 when None).
     """
     bb = model_config.backbone_config
     flip = True if hflip is None else bool(hflip)
     if preset == "mae":
-        if blur_prob or solarize_prob:
+        if any(blur_prob or ()) or any(solarize_prob or ()) or channel_permute_prob:
             raise ValueError(
-                "blur_prob / solarize_prob apply to colour views; MAE-style methods use crop + flip only."
+                "blur_prob / solarize_prob / channel_permute_prob apply to colour views; MAE-style methods use crop + "
+                "flip only (leave them unset or 0)."
             )
         num_patches = (bb.image_size // bb.patch_size) ** 2
         return MaskedView(bb.image_size, num_patches, scale=scale or (0.2, 1.0), hflip=flip)
@@ -183,6 +186,7 @@ def build_views(
             hflip=flip,
             blur_prob=blur_prob or ((1.0, 0.1) if asymmetric else (1.0,)),
             solarize_prob=solarize_prob or ((0.0, 0.2) if asymmetric else (0.2,)),
+            channel_permute_prob=channel_permute_prob or 0.0,
         )
     if preset == "multicrop":
         from .color import MultiCrop
@@ -198,6 +202,7 @@ def build_views(
             hflip=flip,
             blur_prob=_three(blur_prob, (1.0, 0.1, 0.5)),
             solarize_prob=_three(solarize_prob, (0.0, 0.2, 0.0)),
+            channel_permute_prob=channel_permute_prob or 0.0,
         )
     raise ValueError(f"Unknown views preset '{preset}'")
 

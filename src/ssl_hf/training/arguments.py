@@ -35,6 +35,11 @@ class TrainingArguments:
         None, "Solarisation probability per view, comma-separated as blur_prob (BYOL '0.0,0.2'; DINO '0.0,0.2,0.0')."
     )
     num_workers: int = _arg(0, "DataLoader workers (0 is fastest for small images on few cores).")
+    channel_permute_prob: float | None = _arg(
+        None,
+        "Probability of a random RGB channel order per colour view (off when omitted): removes colour as a way to "
+        "match two views when colours identify an image, as in the built-in sets.",
+    )
     # schedule
     max_steps: int = _arg(1000, "Optimiser steps to run.")
     batch_size: int = _arg(64, "Images per device per micro-batch.")
@@ -121,6 +126,10 @@ class TrainingArguments:
                 self.mixed_precision in ("no", "bf16", "fp16", "auto"),
                 "mixed_precision must be one of no, bf16, fp16, auto",
             ),
+            (
+                self.channel_permute_prob is None or 0 <= self.channel_permute_prob <= 1,
+                "channel_permute_prob must be in [0, 1]",
+            ),
             (self.eval_every >= 0, "eval_every must be >= 0 (0 turns the online k-NN off)"),
             (self.eval_max_images is None or self.eval_max_images > 0, "eval_max_images must be > 0"),
             (
@@ -134,6 +143,20 @@ class TrainingArguments:
                 raise ValueError(f"Invalid training arguments: {message}.")
         for name in ("blur_prob", "solarize_prob"):
             per_view_probabilities(getattr(self, name), name)
+
+    def build_views(self, spec, model_config):
+        """The training views of a run: the method's view preset (`spec.views`) with this run's view switches."""
+        from ..data.views import build_views
+
+        return build_views(
+            spec.views,
+            model_config,
+            scale=(self.crop_min_scale, 1.0) if self.crop_min_scale else None,
+            hflip=self.hflip,
+            blur_prob=per_view_probabilities(self.blur_prob, "blur_prob"),
+            solarize_prob=per_view_probabilities(self.solarize_prob, "solarize_prob"),
+            channel_permute_prob=self.channel_permute_prob,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""

@@ -20,10 +20,9 @@ from tqdm.auto import tqdm
 
 from ..data.datasets import load_image_source
 from ..data.pipeline import SKIPPED, StreamingViews, ViewsDataset
-from ..data.views import build_views
 from ..export import input_size
 from ..registry import MethodSpec
-from .arguments import TrainingArguments, per_view_probabilities
+from .arguments import TrainingArguments
 from .memory import keep_freed_cpu_memory
 from .monitor import CollapseAlarms, OnlineKNN, collapse_statistics
 from .optim import build_optimizer, clip_grad_norm_per_tensor_, scaled_lr
@@ -235,15 +234,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
 
 
 def _build_loader(spec: MethodSpec, model_config, args: TrainingArguments, accelerator: Accelerator):
-    scale = (args.crop_min_scale, 1.0) if args.crop_min_scale else None
-    views = build_views(
-        spec.views,
-        model_config,
-        scale=scale,
-        hflip=args.hflip,
-        blur_prob=per_view_probabilities(args.blur_prob, "blur_prob"),
-        solarize_prob=per_view_probabilities(args.solarize_prob, "solarize_prob"),
-    )
+    views = args.build_views(spec, model_config)
     source = load_image_source(
         args.dataset,
         args.train_split,

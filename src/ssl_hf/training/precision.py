@@ -14,7 +14,6 @@ import torch
 
 from ..data.datasets import load_image_source
 from ..data.pipeline import SKIPPED, ViewsDataset
-from ..data.views import build_views
 
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def choose_precision(spec, model_config, args, resumed: str | None = None, steps
         source = load_image_source(
             args.dataset, args.train_split, config_name=args.dataset_config, image_column=args.image_column
         )
-        views = build_views(spec.views, model_config)
+        views = args.build_views(spec, model_config)
         dataset = ViewsDataset(source, views, seed=args.seed)
         batch = dataset.__getitems__(list(range(min(args.batch_size, len(dataset)))))
         batch = {k: v for k, v in batch.items() if k != SKIPPED}

@@ -18,14 +18,55 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _reset_accelerate():
-    """`AcceleratorState` is a process-wide singleton; reset it so each test builds its own Accelerator."""
-    yield
+def reset_accelerate():
+    """`AcceleratorState` is a process-wide singleton; reset it so the next `pretrain` builds its own Accelerator."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def _reset_accelerate():
+    yield
+    reset_accelerate()
+
+
+def tiny_training_args(output_dir, **overrides):
+    """`TrainingArguments` of a few-step run on digit-scenes (batch 8, a checkpoint every 3 steps)."""
+    from ssl_hf.training import TrainingArguments
+
+    fields = dict(
+        dataset="digit-scenes",
+        output_dir=str(output_dir),
+        max_steps=6,
+        batch_size=8,
+        save_steps=3,
+        learning_rate=1e-3,
+        warmup_steps=2,
+        seed=0,
+    )
+    return TrainingArguments(**{**fields, **overrides})
+
+
+def pretrain_killed_after(step: int, spec, config, args, monkeypatch) -> None:
+    """Runs `pretrain` and kills it (KeyboardInterrupt) right after the checkpoint of `step` is written."""
+    from ssl_hf.training import loop as loop_module
+    from ssl_hf.training import pretrain
+
+    real_save = loop_module.save_checkpoint
+
+    def save_then_die(accelerator, out, state, keep):
+        path = real_save(accelerator, out, state, keep)
+        if state["step"] == step:
+            raise KeyboardInterrupt(f"simulated kill after step {step}")
+        return path
+
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(spec, config, args)
+    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    reset_accelerate()
 
 
 def tiny_mae_config(**overrides):

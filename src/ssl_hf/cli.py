@@ -167,6 +167,9 @@ def _pretrain(argv: list[str]) -> None:
     training.setdefault("output_dir", f"runs/{method_name}")
     final = pretrain(spec, config, TrainingArguments(**training))
     print(f"Pre-training finished: {final}")
+    curves = final.parent / "training_curves.png"
+    if curves.is_file():
+        print(f"Loss and online k-NN curves: {curves}")
 
 
 def _export(argv: list[str]) -> None:

@@ -4,27 +4,16 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_mae_config
+from conftest import tiny_mae_config, tiny_training_args
 
 from ssl_hf import get_method
-from ssl_hf.training import NonFiniteLossError, TrainingArguments, pretrain
+from ssl_hf.training import NonFiniteLossError, pretrain
 from ssl_hf.training import loop as loop_module
 from ssl_hf.training.loop import find_latest_checkpoint
 
 
 def _args(tmp_path, name="run", **overrides):
-    fields = dict(
-        dataset="digit-scenes",
-        output_dir=str(tmp_path / name),
-        max_steps=6,
-        batch_size=8,
-        save_steps=3,
-        learning_rate=1e-3,
-        warmup_steps=2,
-        seed=0,
-    )
-    fields.update(overrides)
-    return TrainingArguments(**fields)
+    return tiny_training_args(tmp_path / name, **overrides)
 
 
 def _count_forwards(monkeypatch):

@@ -8,13 +8,19 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_byol_config, tiny_dino_config, write_square_folders
+from conftest import (
+    pretrain_killed_after,
+    reset_accelerate,
+    tiny_byol_config,
+    tiny_dino_config,
+    tiny_training_args,
+    write_square_folders,
+)
 from safetensors.torch import load_file
 
 from ssl_hf import BYOLForPreTraining, DINOForPreTraining, get_method
 from ssl_hf.evaluation.features import calibrate_batchnorm
-from ssl_hf.training import TrainingArguments, pretrain
-from ssl_hf.training import loop as loop_module
+from ssl_hf.training import pretrain
 from ssl_hf.training.monitor import (
     CollapseAlarms,
     OnlineKNN,
@@ -26,30 +32,10 @@ from ssl_hf.training.monitor import (
 TINY = {"byol": tiny_byol_config, "dino": tiny_dino_config}  # a ResNet with BatchNorm, and a ViT
 
 
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
 def _args(out, labelled, monitor: bool, **overrides):
-    fields = dict(
-        dataset="digit-scenes",
-        output_dir=str(out),
-        max_steps=5,
-        batch_size=8,
-        save_steps=5,
-        learning_rate=1e-3,
-        warmup_steps=1,
-        seed=0,
-        eval_every=2 if monitor else 0,
-        eval_dataset=str(labelled),
-        eval_max_images=9,
-        alarms=monitor,
-    )
-    fields.update(overrides)
-    return TrainingArguments(**fields)
+    monitoring = dict(eval_every=2 if monitor else 0, eval_dataset=str(labelled), eval_max_images=9, alarms=monitor)
+    fields = dict(max_steps=5, save_steps=5, warmup_steps=1, **monitoring)
+    return tiny_training_args(out, **{**fields, **overrides})
 
 
 def _records(run_dir):
@@ -83,7 +69,7 @@ def runs(tmp_path_factory, labelled):
         for monitor in (False, True):
             out = root / f"{method}_{'on' if monitor else 'off'}"
             finals[method, monitor] = pretrain(get_method(method), config(), _args(out, labelled, monitor))
-            _reset_accelerate()
+            reset_accelerate()
     return finals
 
 
@@ -119,22 +105,10 @@ def test_resume_with_the_monitor_on_is_exact(tmp_path, labelled, monkeypatch):
     spec, config = get_method("byol"), tiny_byol_config()
     kwargs = dict(max_steps=6, save_steps=3)
     full = pretrain(spec, config, _args(tmp_path / "full", labelled, True, **kwargs))
-    _reset_accelerate()
+    reset_accelerate()
 
-    real_save = loop_module.save_checkpoint
-
-    def save_then_die(accelerator, out, state, keep):
-        path = real_save(accelerator, out, state, keep)
-        if state["step"] == 3:
-            raise KeyboardInterrupt("simulated kill after step 3")
-        return path
-
-    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(spec, config, _args(tmp_path / "resumed", labelled, True, **kwargs))
-    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    pretrain_killed_after(3, spec, config, _args(tmp_path / "resumed", labelled, True, **kwargs), monkeypatch)
     assert sorted(_losses(tmp_path / "resumed")) == [1, 2, 3]
-    _reset_accelerate()
     resumed = pretrain(
         spec, config, _args(tmp_path / "resumed", labelled, True, resume_from_checkpoint="latest", **kwargs)
     )

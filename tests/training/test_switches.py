@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_byol_config, tiny_dino_config, tiny_mae_config
+from conftest import reset_accelerate, tiny_byol_config, tiny_dino_config, tiny_mae_config, tiny_training_args
 from torch import nn
 
 from ssl_hf import get_method
@@ -30,25 +30,7 @@ from ssl_hf.training.precision import choose_precision
 
 
 def _args(tmp_path, name="run", **overrides):
-    fields = dict(
-        dataset="digit-scenes",
-        output_dir=str(tmp_path / name),
-        max_steps=2,
-        batch_size=8,
-        save_steps=2,
-        learning_rate=1e-3,
-        warmup_steps=1,
-        seed=0,
-    )
-    fields.update(overrides)
-    return TrainingArguments(**fields)
-
-
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    return tiny_training_args(tmp_path / name, **{"max_steps": 2, "save_steps": 2, "warmup_steps": 1, **overrides})
 
 
 def _losses(run_dir):
@@ -369,7 +351,7 @@ def test_auto_precision_run_records_its_choice_and_equals_the_explicit_run(tmp_p
     assert meta["mixed_precision"] == auto["choice"]
     resume = _args(tmp_path, "auto", mixed_precision="auto", resume_from_checkpoint="latest")
     assert loop_module._resume_precision(tmp_path / "auto", resume) == auto["choice"]
-    _reset_accelerate()
+    reset_accelerate()
     pretrain(spec, config, _args(tmp_path, "explicit", mixed_precision=auto["choice"]))
     assert _losses(tmp_path / "auto") == _losses(tmp_path / "explicit")
     explicit = json.loads((tmp_path / "explicit" / "args.json").read_text())

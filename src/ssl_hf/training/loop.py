@@ -23,6 +23,7 @@ from ..data.pipeline import SKIPPED, StreamingViews, ViewsDataset
 from ..export import input_size
 from ..registry import MethodSpec
 from .arguments import TrainingArguments
+from .curves import plot_training_curves
 from .memory import keep_freed_cpu_memory
 from .monitor import CollapseAlarms, OnlineKNN, collapse_statistics
 from .optim import build_optimizer, clip_grad_norm_per_tensor_, scaled_lr
@@ -228,6 +229,9 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
         unwrapped.save_pretrained(tmp)
         shutil.copyfile(out / "args.json", tmp / "training_args.json")
         _replace_dir(tmp, final)
+        curves = plot_training_curves(out)
+        if curves is not None:
+            logger.info("Loss and online k-NN curves: %s", curves)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final

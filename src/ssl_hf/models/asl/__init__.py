@@ -1,3 +1,4 @@
+from ...cpu_presets import cpu_preset
 from ...registry import MethodSpec, register_method
 from .configuration_asl import ASLConfig
 from .modeling_asl import ASLForPreTraining, ASLPreTrainingOutput, asl_alignment_loss
@@ -18,6 +19,7 @@ register_method(
             "warmup_ratio": 0.05,
         },
         presets={
+            **cpu_preset("asl"),  # 32x32 on 2 CPU cores, measured: ssl_hf/cpu_presets.py
             # appendix: ViT-B/16, MAE decoder 512x8, AEE 1 layer x 768 x 4 heads, dropout 0.5
             "asl-vitb16": {"backbone": "vit-base", "image_size": 224, "patch_size": 16},
             # appendix (CIFAR, Tab. 6): ViT-S/4 at 32, decoder width 384 x 6 heads (depth 8 [I]),

@@ -1,3 +1,4 @@
+from ...cpu_presets import cpu_preset
 from ...registry import MethodSpec, register_method
 from .configuration_byol import BYOLConfig
 from .modeling_byol import BYOLForPreTraining, EmbeddingPreTrainingOutput, MLPHead, cosine_momentum
@@ -18,6 +19,7 @@ register_method(
             "warmup_ratio": 10 / 1000,
         },
         presets={
+            **cpu_preset("byol"),  # 32x32 on 2 CPU cores, measured: ssl_hf/cpu_presets.py
             "byol-resnet50": {"backbone": "resnet-50", "image_size": 224},
             # the STL-10 setting of MSBReg's Tab. 4 for its BYOL baseline: ResNet-18, heads 512 -> 128 at 96 px
             "byol-resnet18-stl10": {

@@ -1,3 +1,4 @@
+from ...cpu_presets import cpu_preset
 from ...registry import MethodSpec, register_method
 from .aggregation import ClassAttentionBlock, SelfPatchAggregation, neighbor_index, top_neighbors
 from .configuration_selfpatch import SelfPatchConfig
@@ -23,6 +24,7 @@ register_method(
             "weight_decay_end": 0.4,
         },
         presets={
+            **cpu_preset("selfpatch"),  # 32x32 on 2 CPU cores, measured: ssl_hf/cpu_presets.py
             # Supp. App. A: ViT-S/16 on ImageNet, 2 x 224 + 8 x 96 crops split at 0.25, K 65536 / 4096, k = 4
             "selfpatch-vits16": {"backbone": "vit-small", "image_size": 224, "patch_size": 16},
             # Supp. Tab. 3: ViT-Ti/16 on COCO, 2 x 224 + 2 x 96 crops, K 4096 / 4096

@@ -1,5 +1,6 @@
 from transformers import AutoModel
 
+from ...cpu_presets import cpu_preset
 from ...registry import MethodSpec, register_method
 from .base_model import BaseModelInfo, BaseModelTargets, TECTargets, load_base_encoder
 from .configuration_tec import TECConfig
@@ -24,6 +25,7 @@ register_method(
             "warmup_ratio": 40 / 300,
         },
         presets={
+            **cpu_preset("tec"),  # 32x32 on 2 CPU cores, measured: ssl_hf/cpu_presets.py
             # Tab. 14: tau / top-k per base model; decoder 2 x 512, 16 heads
             "tec-vitb16-mae": {**_VITB, "attention_tau": 1.8, "attention_topk": 15},
             "tec-vitb16-ibot": {**_VITB, "attention_tau": 1.0, "attention_topk": 9},

@@ -1,441 +1,307 @@
-"""Representation quality of every method and its base after the same pre-training budget.
+"""Does every method learn? Pre-train each with its CPU preset, probe the export next to its calibrated floor.
 
-Each method pre-trains on `digit-scenes` (train split) from its example config, is exported, and its frozen features
-are probed with `ssl_hf.evaluation`: weighted k-NN (k=20, T=0.07) and a linear probe (BN without affine + linear) on
-`digits` (test split), and for ViTs a per-patch dense probe (mean IoU) on `digit-scenes` (test split). Two budgets:
+For each dataset, method and seed:
+1. `ssl-hf pretrain --method M --preset M-cpu --dataset DATASET --seed S --output_dir WORK/DATASET/M/seedS` in a
+   subprocess (wall clock measured; a run whose `final/` exists is reused, an interrupted one resumes). TEC first
+   makes sure the MAE run of the same dataset and seed exists and learns from its export (`--base_model`).
+2. Export the encoder (`ssl_hf.export.export_pretrained`, as `ssl-hf export RUN/final --output_dir RUN/export`).
+3. k-NN (k = 20, T = 0.07) and linear probe on `digits` (test split) with the method's `feature_pool`, for the export
+   and for its calibrated floor (`evaluate_backbone(..., random_init=True)`: the run's own encoder at step 0, its
+   BatchNorm statistics estimated on the training images).
+4. Write `benchmarks/results/quality/<dataset>/<method>_seed<S>.json` at once and redraw the online k-NN curves
+   (`knn_curves_<dataset>.png`), so methods and seeds can run in separate sittings.
 
-- **same wall-clock** (`--budget_minutes M`): every method trains for M minutes of optimiser steps; the step count
-  comes from a short calibration run of the method (its measured images/s on this machine), so the learning-rate
-  schedule completes. TEC's minutes are its own: its base (the MAE run of the same seed) is trained first.
-- **same images seen** (`--images_seeds`): every method sees as many images as the slowest method saw in M minutes
-  (runs with the same step count are shared with the wall-clock budget).
+`benchmarks/results/quality/raw_pixels.json` (k-NN and linear probe on the evaluation view's pixels) is computed once.
+`python benchmarks/report.py` then renders the README tables (`report_quality.py`). A result whose recipe (command,
+evaluation dataset, probe epochs) did not change is not evaluated again (delete the file to re-evaluate).
 
-Floors: a randomly initialised backbone of each architecture (same pooling as the method it is compared with, one
-per seed) and raw pixels (no backbone). Features: the token mean for MAE, ASL and TEC (MAE's `global_pool`; their
-losses never train the cls token) and for SelfPatch (no cls token), the cls token for DINO, the pooled output for the
-ResNets.
+    python benchmarks/quality.py --methods mae,asl,tec,byol,msbreg,dino,selfpatch --seeds 0,1
+    python benchmarks/quality.py --methods byol --seeds 0 --max_steps 50 --results /tmp/look  # a quick look
 
-    python benchmarks/quality.py --budget_minutes 2 --seeds 0,1,2 --images_seeds 0
-    python benchmarks/quality.py --methods dino,selfpatch --budget_minutes 10 --output results/quality_dino.json
-
-Finished runs in the work dir are reused (runs are keyed by method, seed and step count). Writes
-benchmarks/results/quality.json and quality.png; `python benchmarks/report.py` puts the tables in the README.
+Result file (accuracies in percent; paths relative to the work dir): method, seed, dataset, eval_dataset, preset and
+preset_fields, max_steps_override, extra, command, run_dir, base_model (TEC), steps, images_seen, wall_seconds (the
+pre-training subprocess), train_seconds (optimiser steps only, from metrics.jsonl), knn_seconds (online k-NN),
+images_per_sec (median), mixed_precision, final_loss, knn_floor, knn_curve [[step, top-1]], pool, probe_epochs,
+evaluation (rows of the export, `backbone: pretrained`, and of its floor, `backbone: random_init` with the `floor`
+label), machine and versions.
 """
 
 import argparse
-import functools
 import json
+import os
+import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from transformers import AutoConfig, AutoModelForPreTraining, set_seed
+import transformers
 
-from ssl_hf.data.builtin import decode_pixels, load_builtin
-from ssl_hf.data.views import IMAGENET_MEAN, IMAGENET_STD
+import ssl_hf
+from ssl_hf.data.datasets import load_image_source
+from ssl_hf.data.views import EvalView
 from ssl_hf.evaluation import evaluate_backbone
-from ssl_hf.evaluation.dense import dense_probe
 from ssl_hf.evaluation.knn import knn_accuracy
 from ssl_hf.evaluation.linear_probe import linear_probe_accuracy
 from ssl_hf.export import export_pretrained
+from ssl_hf.training.curves import read_metrics
 
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "examples" / "configs"
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report_quality import METHODS, write_curves
+from speed import cpu_name
 
 
-@dataclass(frozen=True)
-class Method:
-    config: str  # example config under examples/configs
-    args: tuple[str, ...] = ()  # CLI overrides ("{base}" = the export of `needs`)
-    pool: str = "mean"  # feature pooling of every probe
-    floor: str = "vit"  # the floor: `mae-init` (the MAE family's own init, 0 steps) or random-init vit|siglip|resnet
-    base: str | None = None  # the method it is compared with (paper claim)
-    needs: str | None = None  # a run whose export this method learns from (same seed and budget)
-    claims: tuple[tuple[str, tuple[str, ...]], ...] = field(default=())
+RESULTS = Path(__file__).resolve().parent / "results" / "quality"
+PROTOCOLS = ("knn", "linear")
+IMAGE_SIZE = 32  # every CPU preset trains and evaluates at 32 px: the raw-pixel floor uses the same view
+ROW_FIELDS = ("protocol", "backbone", "floor", "floor_init", "bn_calibration_images", "pool", "settings")
 
 
-GLOBAL, DENSE = ("knn", "linear"), ("dense",)
-METHODS = {
-    # the MAE family initialises its ViT its own way (xavier, fixed sin-cos positions), which alone changes the probes:
-    # its floor is MAE's initialisation before any optimiser step
-    "mae": Method("mae_tiny.yaml", floor="mae-init"),
-    "asl": Method(
-        "mae_tiny.yaml", ("--method", "asl"), floor="mae-init", base="mae", claims=(("ASL > MAE (Tab. 1, 7)", GLOBAL),)
-    ),
-    "tec": Method(
-        "tec_tiny.yaml",
-        ("--method", "tec", "--base_model", "{base}"),
-        floor="mae-init",
-        base="mae",
-        needs="mae",
-        claims=(("TEC > its MAE base (Tab. 2, 4)", GLOBAL),),
-    ),
-    # ResNet-18 (standard stem: the small stem costs ~16x per image on CPU) with LARS; BYOL's rule lr = 0.2 x batch /
-    # 256 = 0.05 at batch 64; MSBReg's rule scales the peak lr by K / 2
-    "byol": Method("byol_tiny.yaml", ("--learning_rate", "0.05"), pool="cls", floor="resnet"),
-    "msbreg": Method(
-        "byol_tiny.yaml",
-        ("--method", "msbreg", "--num_views", "4", "--learning_rate", "0.1"),
-        pool="cls",
-        floor="resnet",
-        base="byol",
-        claims=(("MSBReg (K = 4) > BYOL (Supp. Tab. 5)", GLOBAL),),
-    ),
-    "dino": Method("dino_tiny.yaml", pool="cls"),
-    "selfpatch": Method(
-        "selfpatch_tiny.yaml",
-        floor="siglip",
-        base="dino",
-        claims=(("SelfPatch > DINO on dense tasks (Tab. 1, 3)", DENSE), ("SelfPatch ≥ DINO, image level", GLOBAL)),
-    ),
-}
-
-
-def protocols_of(method: Method) -> tuple[str, ...]:
-    return GLOBAL + (DENSE if method.floor != "resnet" else ())  # the dense probe needs patch tokens
-
-
-def floor_name(method: Method) -> str:
-    if method.floor == "mae-init":
-        return f"MAE init, 0 steps ({method.pool})"
-    return f"random-init {method.floor} ({method.pool})"
-
-
-def _run(cmd: list[str], log: Path) -> None:
-    with log.open("w") as f:
-        done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
-        raise SystemExit(f"{' '.join(cmd)} failed (exit {done.returncode}); log {log}:\n{tail}")
-
-
-def _metrics(run: Path) -> list[dict]:
-    """The per-step records of a training run (`metrics.jsonl`)."""
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-@functools.cache
-def _batch_size(config: str) -> int:
-    return int(yaml.safe_load((CONFIGS / config).read_text())["training"]["batch_size"])
-
-
-class Bench:
-    def __init__(self, args):
-        self.args = args
-        self.workdir = Path(args.workdir)
-        self.calibration_file = self.workdir / "calibration.json"
-        known = self.calibration_file.is_file() and not args.recalibrate
-        self.calibration = json.loads(self.calibration_file.read_text()) if known else {}
-
-    def command(self, name: str, seed: int, steps: int, out: Path, base: Path | None) -> list[str]:
-        method = METHODS[name]
-        cmd = [sys.executable, "-m", "ssl_hf.cli", "pretrain", "--config", str(CONFIGS / method.config)]
-        cmd += [a.format(base=base) for a in method.args]
-        warmup = max(1, round(0.05 * steps))
-        cmd += [
-            "--max_steps",
-            str(steps),
-            "--warmup_steps",
-            str(warmup),
-            "--seed",
-            str(seed),
-            "--output_dir",
-            str(out),
-        ]
-        return [*cmd, "--save_steps", str(steps), "--resume_from_checkpoint", "latest"]
-
-    def batch_size(self, name: str) -> int:
-        return _batch_size(METHODS[name].config)
-
-    def images_per_second(self, name: str, base: Path | None) -> float:
-        """Measured training throughput of a method on this machine (a 10-step run, median of steps 4-10)."""
-        if name not in self.calibration:
-            out = self.workdir / "calibration" / name
-            print(f"calibrating {name} (10 steps)", flush=True)
-            out.mkdir(parents=True, exist_ok=True)
-            _run(self.command(name, 0, 10, out, base), out.parent / f"{name}.log")
-            self.calibration[name] = statistics.median(r["images_per_sec"] for r in _metrics(out)[3:])
-            self.calibration_file.write_text(json.dumps(self.calibration, indent=2) + "\n")
-        return self.calibration[name]
-
-    def steps_for_minutes(self, name: str, base: Path | None) -> int:
-        ips = self.images_per_second(name, base)
-        return max(1, int(self.args.budget_minutes * 60 * ips / self.batch_size(name)))
-
-    def pretrain(self, name: str, seed: int, budget: str) -> dict:
-        """Pre-trains (or reuses) `name` for the wall-clock (`time`) or images-seen (`images`) budget; exports it."""
-        method = METHODS[name]
-        base = self.pretrain(method.needs, seed, budget)["export"] if method.needs else None
-        if budget == "time":
-            steps = self.steps_for_minutes(name, base)
-        else:
-            steps = max(1, round(self.images_matched / self.batch_size(name)))
-        run = self.workdir / f"{name}-s{seed}-{steps}steps"
-        record = run / "bench.json"
-        if not record.is_file():
-            print(f"pre-training {name} seed {seed}: {steps} steps ({budget} budget)", flush=True)
-            start = time.perf_counter()
-            _run(self.command(name, seed, steps, run, base), run.with_suffix(".log"))
-            wall = time.perf_counter() - start
-            export = export_pretrained(run / "final", run / "export")
-            rows = _metrics(run)
-            train_seconds = sum(
-                (r["images_seen"] - prev) / r["images_per_sec"]
-                for r, prev in zip(rows, [0] + [r["images_seen"] for r in rows])
-            )
-            record.write_text(
-                json.dumps(
-                    {
-                        "export": str(export),
-                        "steps": steps,
-                        "images_seen": rows[-1]["images_seen"],
-                        "train_seconds": round(train_seconds, 1),
-                        "process_seconds": round(wall, 1),
-                        "final_loss": rows[-1]["loss"],
-                    }
-                )
-            )
-        return json.loads(record.read_text())
-
-    def initial_export(self, name: str, seed: int) -> str:
-        """`name`'s own initialisation (seeded as the CLI seeds it), saved and exported without any optimiser step."""
-        run = self.workdir / f"{name}-s{seed}-0steps"
-        if not (run / "export" / "config.json").is_file():
-            trained = Path(self.pretrain(name, seed, "time")["export"]).parent / "final"
-            set_seed(seed)
-            model = AutoModelForPreTraining.from_config(AutoConfig.from_pretrained(trained))
-            model.save_pretrained(run / "final")
-            export_pretrained(run / "final", run / "export")
-        return str(run / "export")
-
-    def evaluate(self, export: str, method: Method, seed: int, random_init: bool = False) -> list[dict]:
-        return evaluate_backbone(
-            export,
-            "digits",
-            protocols=protocols_of(method),
-            pool=method.pool,
-            probe_epochs=self.args.probe_epochs,
-            dense_dataset="digit-scenes",
-            random_init=random_init,
-            seed=seed,
-        )
-
-
-def _pixels(name: str, split: str, limit: int | None) -> tuple[torch.Tensor, dict]:
-    ds = load_builtin(name, split)
-    if limit:
-        ds = ds.select(range(min(limit, len(ds))))
-    data = ds.with_format("numpy")[:]
-    images = torch.from_numpy(decode_pixels(data["pixels"], 32)).permute(0, 3, 1, 2).float() / 255
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (images - mean) / std, data
-
-
-def pixel_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """`(N, C, H, W)` -> `(N, L, C * patch * patch)`: each patch's pixels, patches in row-major order (as ViT tokens)."""
-    return x.unfold(2, patch, patch).unfold(3, patch, patch).permute(0, 2, 3, 1, 4, 5).flatten(3).flatten(1, 2)
-
-
-def raw_pixel_floor(args) -> list[dict]:
-    """k-NN and linear probe on the normalised pixels, dense probe on each 4x4 patch's pixels (no backbone)."""
-    (train, train_data), (test, test_data) = (_pixels("digits", split, None) for split in ("train", "test"))
-    train_y, test_y = (torch.from_numpy(np.asarray(d["label"])).long() for d in (train_data, test_data))
-    train_f, test_f = train.flatten(1), test.flatten(1)
-    knn = knn_accuracy(train_f, train_y, test_f, test_y)
-    linear = linear_probe_accuracy(train_f, train_y, test_f, test_y, args.probe_epochs)
-    # dense: the same images as evaluate_backbone's dense probe (the first 2,000 / 1,000 of each split)
-    (scenes, scene_data), (scenes_test, scene_test_data) = (
-        _pixels("digit-scenes", split, limit) for split, limit in (("train", 2000), ("test", 1000))
-    )
-
-    seg, seg_test = (torch.from_numpy(np.asarray(d["segmentation"])).long() for d in (scene_data, scene_test_data))
-    dense = dense_probe(pixel_patches(scenes, 4), seg, pixel_patches(scenes_test, 4), seg_test, 4, 32)
-    common = {"backbone": "raw pixels", "pool": "pixels"}
-    return [
-        {"protocol": "knn", **common, **knn},
-        {"protocol": "linear", **common, **linear},
-        {"protocol": "dense", **common, **dense},
-    ]
-
-
-def score(row: dict) -> float:
-    """Top-1 (k-NN, linear) or mean IoU (dense) as a fraction."""
-    return row["top1"] if "top1" in row else row["mean_iou"] / 100
-
-
-def summarise(rows: list[dict]) -> dict:
-    values = {}
-    for row in rows:
-        values.setdefault(row["budget"], {}).setdefault(row["run"], {}).setdefault(row["protocol"], []).append(
-            score(row)
-        )
-    return {
-        budget: {
-            run: {
-                p: {"mean": statistics.mean(v), "std": statistics.pstdev(v), "n": len(v)} for p, v in protocols.items()
-            }
-            for run, protocols in runs.items()
-        }
-        for budget, runs in values.items()
-    }
-
-
-def verdicts(summary: dict) -> tuple[list[dict], list[dict]]:
-    """Each method against its random-init floor (k-NN) and each paper claim, on the wall-clock budget."""
-    time_summary = summary.get("time", {})
-    floors, claims = [], []
-    for name, method in METHODS.items():
-        ours, floor = time_summary.get(name, {}).get("knn"), time_summary.get(floor_name(method), {}).get("knn")
-        if ours and floor:
-            margin, noise = ours["mean"] - floor["mean"], max(ours["std"], floor["std"])
-            floors.append(
-                {
-                    "method": name,
-                    "floor": floor_name(method),
-                    "margin": margin,
-                    "seed_std": noise,
-                    "seeds": min(ours["n"], floor["n"]),
-                    "beats_floor": bool(margin > noise and min(ours["n"], floor["n"]) >= 2),
-                }
-            )
-        for claim, protocols in method.claims:
-            for protocol in protocols:
-                ours, theirs = (time_summary.get(r, {}).get(protocol) for r in (name, method.base))
-                if ours and theirs:
-                    diff, noise = ours["mean"] - theirs["mean"], max(ours["std"], theirs["std"])
-                    n = min(ours["n"], theirs["n"])
-                    outcome = "reproduced" if diff > noise and n >= 2 else "not reproduced"
-                    if n < 2:
-                        outcome += " (1 seed: no spread measured)"
-                    claims.append(
-                        {"claim": claim, "method": name, "base": method.base, "protocol": protocol}
-                        | {"difference": diff, "seed_std": noise, "seeds": n, "outcome": outcome}
-                    )
-    return floors, claims
-
-
-def bar_chart(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = summary.get("time", {})
-    names = list(runs)
-    protocols = [p for p in ("knn", "linear", "dense") if any(p in runs[n] for n in names)]
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names)), 4.2))
-    width = 0.8 / len(protocols)
-    for i, protocol in enumerate(protocols):
-        mean = [100 * runs[n][protocol]["mean"] if protocol in runs[n] else 0 for n in names]
-        std = [100 * runs[n][protocol]["std"] if protocol in runs[n] else 0 for n in names]
-        x = np.arange(len(names)) + (i - (len(protocols) - 1) / 2) * width
-        label = {"knn": "k-NN top-1", "linear": "linear probe top-1", "dense": "dense mIoU"}[protocol]
-        ax.bar(x, mean, width, yerr=std, capsize=2, label=label)
-    ax.axhline(10, color="gray", lw=0.8, ls="--", label="chance (10 classes)")
-    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("%")
-    ax.set_title("digits (k-NN, linear) and digit-scenes (dense) after the same wall-clock pre-training budget")
-    ax.legend(fontsize=8, ncols=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _print(row: dict) -> None:
-    value = f"top-1 {100 * row['top1']:.2f}%" if "top1" in row else f"mIoU {row['mean_iou']:.2f}%"
-    print(f"[{row['budget']}] {row['run']} seed {row['seed']} {row['protocol']}: {value}", flush=True)
-
-
-def main():
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS), help=f"any of {', '.join(METHODS)}")
-    parser.add_argument("--budget_minutes", type=float, default=1.0, help="pre-training minutes per method and seed")
-    parser.add_argument("--seeds", default="0,1", help="seeds of the wall-clock budget")
-    parser.add_argument("--images_seeds", default="0", help="seeds of the images-seen budget ('' to skip it)")
-    parser.add_argument("--probe_epochs", type=int, default=100)
-    parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench"))
-    parser.add_argument("--recalibrate", action="store_true", help="measure each method's images/s again")
-    parser.add_argument("--output", default=str(RESULTS / "quality.json"))
-    parser.add_argument("--chart", default=str(RESULTS / "quality.png"))
-    args = parser.parse_args()
-    names = args.methods.split(",")
-    unknown = [n for n in names if n not in METHODS]
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--dataset", default="digit-scenes", help="pre-training dataset(s), comma-separated")
+    parser.add_argument("--workdir", default="/tmp/ssl_hf_quality", help="runs and exports")
+    parser.add_argument("--max_steps", type=int, help="override the preset's step count (quick looks, smoke tests)")
+    parser.add_argument("--extra", default="", help='more `ssl-hf pretrain` flags, e.g. "--batch_size 32"')
+    parser.add_argument("--eval_dataset", default="digits", help="labelled dataset of the probes")
+    parser.add_argument("--probe_epochs", type=int, default=100, help="linear-probe epochs")
+    parser.add_argument("--results", default=str(RESULTS), help="where result files and PNGs go")
+    args = parser.parse_args(argv)
+    args.workdir, args.results = Path(args.workdir).resolve(), Path(args.results)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    names = list(dict.fromkeys([METHODS[n].needs for n in names if METHODS[n].needs] + names))  # bases first
-    seeds = [int(s) for s in args.seeds.split(",")]
-    images_seeds = [int(s) for s in args.images_seeds.split(",") if s]
-    bench, rows, runs = Bench(args), [], []
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.datasets = [d.strip() for d in args.dataset.split(",")]
+    return args
+
+
+def relative(text: str, workdir: Path) -> str:
+    """`text` with the work dir's absolute path removed (result files must not carry local paths)."""
+    return text.replace(f"{workdir}{os.sep}", "")
+
+
+def run_dir(args, dataset: str, method: str, seed: int) -> Path:
+    suffix = f"-steps{args.max_steps}" if args.max_steps else ""
+    return args.workdir / dataset / method / f"seed{seed}{suffix}"
+
+
+def pretrain_flags(args, dataset: str, method: str, seed: int, base_model: Path | None) -> list[str]:
+    flags = ["--method", method, "--preset", f"{method}-cpu", "--dataset", dataset, "--seed", str(seed)]
+    flags += ["--output_dir", str(run_dir(args, dataset, method, seed))]
+    if base_model is not None:
+        flags += ["--base_model", str(base_model)]
+    if args.max_steps:
+        flags += ["--max_steps", str(args.max_steps)]
+    return [*flags, "--resume_from_checkpoint", "latest", *shlex.split(args.extra)]
+
+
+def launch(flags: list[str], log: Path) -> None:
+    """`ssl-hf pretrain FLAGS` in a fresh process, output appended to `log`."""
+    with log.open("a") as f:
+        done = subprocess.run([sys.executable, "-m", "ssl_hf.cli", "pretrain", *flags], stdout=f, stderr=f)
+    if done.returncode:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+        raise SystemExit(f"ssl-hf pretrain {shlex.join(flags)} failed (exit {done.returncode}); log {log}:\n{tail}")
+
+
+def export(run: Path) -> Path:
+    """`RUN/export` (written once from `RUN/final`)."""
+    out = run / "export"
+    if not (out / "config.json").is_file():
+        export_pretrained(run / "final", out)
+    return out
+
+
+def pretrain(args, dataset: str, method: str, seed: int) -> tuple[Path, dict]:
+    """Runs (or reuses) a pre-training run; returns its directory and `{"flags", "wall_seconds"}`.
+
+    Raises:
+        SystemExit: When the run fails, or a finished run in the work dir was made with other flags.
+    """
+    base = export(pretrain(args, dataset, "mae", seed)[0]) if method == "tec" else None
+    run = run_dir(args, dataset, method, seed)
+    flags = pretrain_flags(args, dataset, method, seed, base)
+    record = run / "quality_run.json"
+    if (run / "final").is_dir():
+        info = json.loads(record.read_text()) if record.is_file() else {"flags": flags, "wall_seconds": None}
+        if info["flags"] != flags:
+            raise SystemExit(
+                f"{run} holds a finished run made with other flags ({shlex.join(info['flags'])}); remove it or choose "
+                "another --workdir"
+            )
+        return run, info
+    run.mkdir(parents=True, exist_ok=True)
+    print(f"{dataset} {method} seed {seed}: pre-training (log {run / 'pretrain.log'})", flush=True)
     start = time.perf_counter()
+    launch(flags, run / "pretrain.log")
+    info = {"flags": flags, "wall_seconds": round(time.perf_counter() - start, 1)}
+    record.write_text(json.dumps(info, indent=1) + "\n")
+    return run, info
 
-    def record(budget: str, run: str, seed: int, results: list[dict], info: dict | None = None) -> None:
-        for r in results:
-            row = {"budget": budget, "run": run, "seed": seed, **(info or {}), **r}
-            rows.append(row)
-            _print(row)
 
-    for seed in seeds:
-        for name in names:
-            info = bench.pretrain(name, seed, "time")
-            runs.append({"budget": "time", "method": name, "seed": seed, **info})
-            record("time", name, seed, bench.evaluate(info["export"], METHODS[name], seed), {"steps": info["steps"]})
-    floors = {floor_name(METHODS[n]): n for n in names}
-    for seed in seeds:
-        for floor, name in floors.items():  # the same architecture with random weights, same pooling
-            if METHODS[name].floor == "mae-init":
-                results = bench.evaluate(bench.initial_export("mae", seed), METHODS[name], seed)
-            else:
-                export = bench.pretrain(name, seed, "time")["export"]
-                results = bench.evaluate(export, METHODS[name], seed, random_init=True)
-            record("time", floor, seed, results)
-    record("time", "raw pixels", 0, raw_pixel_floor(args))
-    if images_seeds:
-        # every method sees as many images as the slowest one saw in the wall-clock budget (same seed 0 runs)
-        bench.images_matched = min(r["images_seen"] for r in runs if r["seed"] == seeds[0])
-        for seed in images_seeds:
-            for name in names:
-                info = bench.pretrain(name, seed, "images")
-                runs.append({"budget": "images", "method": name, "seed": seed, **info})
-                results = bench.evaluate(info["export"], METHODS[name], seed)
-                record("images", name, seed, results, {"steps": info["steps"]})
-    summary = summarise(rows)
-    floor_checks, claims = verdicts(summary)
-    report = {
-        "benchmark": "pre-train on digit-scenes (train); k-NN and linear probe on digits (test), dense probe on "
-        "digit-scenes (test)",
-        "budget_minutes": args.budget_minutes,
-        "probe_epochs": args.probe_epochs,
-        "seeds": seeds,
-        "images_seeds": images_seeds,
-        "images_matched": getattr(bench, "images_matched", None),
-        "calibration_images_per_second": {n: bench.calibration[n] for n in names if n in bench.calibration},
-        "methods": {
-            n: {"config": f"examples/configs/{m.config}", "args": list(m.args), "pool": m.pool, "floor": floor_name(m)}
-            for n, m in METHODS.items()
-            if n in names
-        },
-        "runs": runs,
-        "rows": rows,
-        "summary": summary,
-        "floors": floor_checks,
-        "claims": claims,
-        "seconds": round(time.perf_counter() - start, 1),
-        "threads": torch.get_num_threads(),
+def training_summary(run: Path) -> dict:
+    """Steps, images, timings, precision, last loss and the online k-NN curve of a finished run."""
+    records = read_metrics(run / "metrics.jsonl")
+    steps = [r for r in records if "loss" in r]
+    seen = [0] + [r["images_seen"] for r in steps]
+    run_args = json.loads((run / "args.json").read_text())
+    return {
+        "steps": steps[-1]["step"],
+        "images_seen": steps[-1]["images_seen"],
+        "train_seconds": round(sum((b - a) / r["images_per_sec"] for a, b, r in zip(seen, seen[1:], steps)), 1),
+        "knn_seconds": round(sum(r.get("knn_seconds", 0) for r in records), 1),
+        "images_per_sec": round(statistics.median(r["images_per_sec"] for r in (steps[2:] or steps)), 1),
+        "mixed_precision": run_args["training"]["mixed_precision"],
+        "mixed_precision_auto": run_args["derived"].get("mixed_precision_auto"),
+        "final_loss": steps[-1]["loss"],
+        "knn_floor": next((r["knn_floor"] for r in records if "knn_floor" in r), None),
+        "knn_curve": [[r["step"], r["knn_top1"]] for r in records if "knn_top1" in r],
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    bar_chart(summary, Path(args.chart))
-    print(f"wrote {output} and {args.chart} ({report['seconds'] / 60:.1f} min)")
+
+
+def evaluate(export_dir: Path, pool: str, seed: int, args) -> list[dict]:
+    """k-NN and linear probe of the export and of its calibrated floor, accuracies in percent."""
+    rows = []
+    for random_init in (False, True):
+        for row in evaluate_backbone(
+            str(export_dir),
+            args.eval_dataset,
+            protocols=PROTOCOLS,
+            pool=pool,
+            probe_epochs=args.probe_epochs,
+            random_init=random_init,
+            seed=seed,
+        ):
+            kept = {k: relative(row[k], args.workdir) if k == "floor" else row[k] for k in ROW_FIELDS if k in row}
+            rows.append(kept | {k: round(100 * row[k], 2) for k in ("top1", "top5")} | {"num_test": row["num_test"]})
+    return rows
+
+
+def environment() -> dict:
+    return {
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "ssl_hf": ssl_hf.__version__,
+        },
+    }
+
+
+def result_path(args, dataset: str, method: str, seed: int) -> Path:
+    return args.results / dataset / f"{method}_seed{seed}.json"
+
+
+def run(args, dataset: str, method: str, seed: int) -> dict:
+    """Pre-trains (or reuses), exports and evaluates one method and seed; writes and returns its result record."""
+    path = result_path(args, dataset, method, seed)
+    base = run_dir(args, dataset, "mae", seed) / "export" if method == "tec" else None
+    command = relative(
+        "ssl-hf pretrain " + shlex.join(pretrain_flags(args, dataset, method, seed, base)), args.workdir
+    )
+    recipe = {"command": command, "eval_dataset": relative(args.eval_dataset, args.workdir)}
+    recipe["probe_epochs"] = args.probe_epochs
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if all(done.get(k) == v for k, v in recipe.items()):
+            print(f"{dataset} {method} seed {seed}: done already ({path})", flush=True)
+            return done
+    run, info = pretrain(args, dataset, method, seed)
+    spec = ssl_hf.get_method(method)
+    print(f"{dataset} {method} seed {seed}: evaluating on {args.eval_dataset}", flush=True)
+    record = {
+        "method": method,
+        "seed": seed,
+        "dataset": dataset,
+        "preset": f"{method}-cpu",
+        "preset_fields": spec.presets[f"{method}-cpu"],
+        "max_steps_override": args.max_steps,
+        "extra": relative(args.extra, args.workdir),
+        **recipe,
+        "run_dir": relative(str(run), args.workdir),
+        "base_model": relative(str(base), args.workdir) if base else None,
+        "wall_seconds": info["wall_seconds"],
+        **training_summary(run),
+        "pool": spec.feature_pool,
+        "evaluation": evaluate(export(run), spec.feature_pool, seed, args),
+        **environment(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _split_pixels(dataset: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flattened pixels of the evaluation view (resize to 32, ImageNet normalisation) and labels of a split."""
+    source = load_image_source(dataset, split)
+    images, columns = source.read(slice(None), ["label"])
+    return EvalView(IMAGE_SIZE)(images)["pixel_values"].flatten(1), torch.from_numpy(np.array(columns["label"]))
+
+
+def raw_pixels(args) -> dict:
+    """k-NN and linear probe on raw pixels (no backbone); `raw_pixels.json`, computed once per dataset and epochs."""
+    path = args.results / "raw_pixels.json"
+    settings = {"eval_dataset": relative(args.eval_dataset, args.workdir), "probe_epochs": args.probe_epochs}
+    if path.is_file():
+        done = json.loads(path.read_text())
+        if all(done.get(k) == v for k, v in settings.items()):
+            return done
+    print(f"raw pixels on {args.eval_dataset}", flush=True)
+    (train_x, train_y), (test_x, test_y) = (_split_pixels(args.eval_dataset, s) for s in ("train", "test"))
+    knn = knn_accuracy(train_x, train_y.long(), test_x, test_y.long())
+    linear = linear_probe_accuracy(train_x, train_y.long(), test_x, test_y.long(), args.probe_epochs)
+    record = {
+        **settings,
+        "image_size": IMAGE_SIZE,
+        "knn": round(100 * knn["top1"], 2),
+        "linear": round(100 * linear["top1"], 2),
+        "knn_settings": "k=20, T=0.07",
+        "num_train": len(train_y),
+        "num_test": len(test_y),
+        **environment(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _line(record: dict) -> str:
+    cells = [
+        f"{r['protocol']} {r['top1']:.2f} % ({'floor' if r['backbone'] == 'random_init' else 'export'})"
+        for r in record["evaluation"]
+    ]
+    minutes = f"{record['wall_seconds'] / 60:.1f} min" if record["wall_seconds"] else "reused run"
+    return f"{record['dataset']} {record['method']} seed {record['seed']}: {', '.join(cells)}; {minutes}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    methods = args.methods
+    if "tec" in methods and "mae" not in methods:
+        methods = ["mae", *methods]  # TEC's claim is measured against its base: evaluate the base too
+    raw_pixels(args)
+    for dataset in args.datasets:
+        for method in methods:
+            for seed in args.seeds:
+                print(_line(run(args, dataset, method, seed)), flush=True)
+                write_curves(args.results)
+    print("`python benchmarks/report.py` puts the tables in the READMEs")
 
 
 if __name__ == "__main__":

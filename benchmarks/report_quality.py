@@ -1,111 +1,260 @@
-"""The quality tables of the README's benchmark section, from benchmarks/results/quality.json."""
+"""The quality tables of the README's benchmark section and the online k-NN curves, from benchmarks/results/quality.
+
+Reads whatever `benchmarks/quality.py` has written (any subset of methods, datasets and seeds):
+`quality/<dataset>/<method>_seed<S>.json` (one pre-training run, its export and its calibrated floor) and
+`quality/raw_pixels.json` (k-NN and linear probe on the evaluation view's pixels). All accuracies are in percent.
+
+Acceptance of a method (on its metric: the linear probe for the MAE family, whose features are made for a probe,
+k-NN for the others): Δ = mean over seeds of the export minus mean of its calibrated floor (the run's own step-0
+encoder, BatchNorm statistics from the evaluation set), and the method learns when Δ ≥ 10 points and
+Δ > 2 x the larger seed std (sample std; it needs 2 seeds). The k-NN methods are also compared with raw pixels.
+"""
 
 import json
+import statistics
 from pathlib import Path
 
 
-PROTOCOLS = ("knn", "linear", "dense")
+METHODS = ("mae", "asl", "tec", "byol", "msbreg", "dino", "selfpatch")  # report order
+METRIC = {"mae": "linear", "asl": "linear", "tec": "linear"}  # the others: knn
+PROTOCOL_NAMES = {"knn": "k-NN", "linear": "linear probe"}
+MIN_DELTA = 10.0  # points above the floor
+CLAIMS = (  # (method, base, the paper's claim)
+    ("asl", "mae", "ASL > MAE (Tab. 1, 7)"),
+    ("tec", "mae", "TEC > its MAE base (Tab. 2, 4)"),
+    ("msbreg", "byol", "MSBReg > BYOL (Supp. Tab. 5)"),
+    ("selfpatch", "dino", "SelfPatch > DINO (Tab. 1, 3)"),
+)
 
 
-def _cell(entry: dict | None) -> str:
-    if not entry:
-        return "–"
-    if entry["n"] < 2:
-        return f"{100 * entry['mean']:.2f}"
-    return f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+def metric(method: str) -> str:
+    return METRIC.get(method, "knn")
 
 
-def _budget_table(report: dict, budget: str) -> list[str]:
-    summary = report["summary"].get(budget, {})
-    steps, images = {}, {}
-    for run in report["runs"]:
-        if run["budget"] == budget:
-            steps.setdefault(run["method"], set()).add(run["steps"])
-            images.setdefault(run["method"], set()).add(run["images_seen"])
-    pools = {name: m["pool"] for name, m in report["methods"].items()}
+def load_results(results_dir: Path) -> dict[str, dict[str, list[dict]]]:
+    """`{dataset: {method: [result per seed, by seed]}}` of every result file, methods in report order."""
+    found: dict[str, dict[str, list[dict]]] = {}
+    for path in sorted(results_dir.glob("*/*_seed*.json")):
+        record = json.loads(path.read_text())
+        found.setdefault(record["dataset"], {}).setdefault(record["method"], []).append(record)
+    return {
+        dataset: {m: sorted(runs[m], key=lambda r: r["seed"]) for m in METHODS if m in runs}
+        for dataset, runs in sorted(found.items())
+    }
+
+
+def score(record: dict, protocol: str, backbone: str = "pretrained") -> float:
+    """Top-1 (percent) of the export (`pretrained`) or its floor (`random_init`) under `protocol`."""
+    return next(r["top1"] for r in record["evaluation"] if r["protocol"] == protocol and r["backbone"] == backbone)
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std (None for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def acceptance(runs: list[dict], protocol: str) -> dict:
+    """Δ of the export over its floor, and the verdict (Δ ≥ 10 points and Δ > 2 x the larger seed std)."""
+    ours, ours_std = mean_std([score(r, protocol) for r in runs])
+    floor, floor_std = mean_std([score(r, protocol, "random_init") for r in runs])
+    delta = ours - floor
+    noise = None if ours_std is None else max(ours_std, floor_std)
+    learns = noise is not None and delta >= MIN_DELTA and delta > 2 * noise
+    return {"mean": ours, "std": ours_std, "floor": floor, "delta": delta, "seed_std": noise, "learns": learns}
+
+
+def claim(runs: dict[str, list[dict]], method: str, base: str, protocol: str) -> dict | None:
+    """Difference of means of `method` over `base` and whether it exceeds the larger seed std; None if unmeasured."""
+    if method not in runs or base not in runs:
+        return None
+    (ours, ours_std), (theirs, theirs_std) = (mean_std([score(r, protocol) for r in runs[m]]) for m in (method, base))
+    diff = ours - theirs
+    if ours_std is None or theirs_std is None:
+        return {"difference": diff, "seed_std": None, "outcome": "not measured (1 seed: no seed std)"}
+    noise = max(ours_std, theirs_std)
+    return {"difference": diff, "seed_std": noise, "outcome": "reproduced" if diff > noise else "not reproduced"}
+
+
+def _pm(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _steps(runs: list[dict]) -> str:
+    """Step counts of the seeds, † when a run does not follow its preset (`--max_steps` or `--extra`)."""
+    steps = "/".join(str(s) for s in sorted({r["steps"] for r in runs}))
+    return steps + (" †" if any(r["max_steps_override"] or r["extra"] for r in runs) else "")
+
+
+def _main_table(runs: dict[str, list[dict]], raw: dict | None) -> list[str]:
     lines = [
-        "| run | features | steps | images seen | k-NN top-1 % | linear top-1 % | dense mIoU % | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | metric | floor % | result % | Δ (points) | learns: Δ ≥ 10 and Δ > 2 × seed std | "
+        "beats raw pixels (k-NN) | steps | seeds | minutes per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run, entries in summary.items():
-        n = max(e["n"] for e in entries.values())
-        pool = pools.get(run) or ("pixels" if run == "raw pixels" else run.rsplit("(", 1)[-1].rstrip(")"))
-        step = "/".join(str(s) for s in sorted(steps.get(run, []))) or "–"
-        seen = "/".join(f"{i:,}" for i in sorted(images.get(run, []))) or "–"
-        cells = " | ".join(_cell(entries.get(p)) for p in PROTOCOLS)
-        lines.append(f"| {run} | {pool} | {step} | {seen} | {cells} | {n} |")
+    for method, records in runs.items():
+        protocol = metric(method)
+        a = acceptance(records, protocol)
+        verdict = "yes" if a["learns"] else ("**no** (1 seed)" if a["seed_std"] is None else "**no**")
+        beats = "–"
+        if protocol == "knn" and raw is not None:
+            beats = "yes" if a["mean"] > raw["knn"] else "**no**"
+        minutes = [r["wall_seconds"] / 60 for r in records if r.get("wall_seconds")]
+        cells = [
+            f"{PROTOCOL_NAMES[protocol]} ({records[0]['pool']})",
+            f"{a['floor']:.2f}",
+            _pm(a["mean"], a["std"]),
+            f"{a['delta']:+.2f}",
+            verdict,
+            beats,
+            _steps(records),
+            str(len(records)),
+            f"{statistics.mean(minutes):.1f}" if minutes else "–",
+        ]
+        lines.append(f"| {method} | {' | '.join(cells)} |")
     return lines
 
 
-def quality_section(path: Path, chart: str | None = "benchmarks/results/quality.png", compact: bool = False) -> str:
-    """The quality tables of one results file; `compact` replaces the method paragraph by a one-line header (for
-    runs beside the main one, e.g. a longer budget for some methods)."""
-    report = json.loads(path.read_text())
-    if "summary" not in report:
-        raise SystemExit(f"{path} is in an old format; regenerate it with `python benchmarks/quality.py`")
-    methods = ", ".join(
-        f"{n}: `{m['config'].rsplit('/', 1)[-1]}` {' '.join(m['args'])}".rstrip() for n, m in report["methods"].items()
-    )
-    ips = ", ".join(f"{n} {v:.0f}" for n, v in report["calibration_images_per_second"].items())
+def _probe_table(runs: dict[str, list[dict]], raw: dict | None) -> list[str]:
     lines = [
-        f"**Representation quality** — {report['benchmark']}. Same wall-clock budget: **{report['budget_minutes']:g} "
-        f"minute{'' if report['budget_minutes'] == 1 else 's'} of pre-training per method and seed** on {report['threads']} CPU threads (the step count comes from a "
-        f"calibration run; measured images/s: {ips}), seeds {report['seeds']}; mean ± std over seeds "
-        "(`benchmarks/quality.py`, configs under `examples/configs`: "
-        f"{methods}). Floors (one per seed, same pooling as the methods they are compared with): MAE's own "
-        "initialisation before any optimiser step for MAE, ASL and TEC (xavier weights and fixed sin-cos positions "
-        "probe differently from transformers' ViT init), the same architecture with transformers' random init for the "
-        "others, and raw pixels. "
-        f"k-NN: k = 20, T = 0.07; linear: BN without affine + linear, SGD {report.get('probe_epochs', 100)} epochs; "
-        "dense: a per-patch linear probe on "
-        "the patch tokens (raw pixels: each 4×4 patch), mean IoU over 11 classes on 1,000 `digit-scenes` test images. "
-        "Chance is 10 %. TEC's minutes are its own; it learns from the MAE run of the same seed. ResNet `cls` "
-        "features are its pooled output.",
-        "",
-        *_budget_table(report, "time"),
+        "| method | k-NN % | k-NN floor % | linear % | linear floor % | online k-NN at the end % (floor) | img/s |",
+        "|---|---|---|---|---|---|---|",
     ]
-    if compact:
-        minutes = report["budget_minutes"]
-        lines[0] = (
-            f"**{minutes:g} minutes per method and seed** (`{path.name}`; methods {', '.join(report['methods'])}, seeds "
-            f"{report['seeds']}, measured images/s: {ips}; otherwise as above):"
+    for method, records in runs.items():
+        cells = [
+            _pm(*mean_std([score(r, p, backbone) for r in records]))
+            for p in ("knn", "linear")
+            for backbone in ("pretrained", "random_init")
+        ]
+        online = [r["knn_curve"][-1][1] for r in records if r["knn_curve"]]
+        floors = [r["knn_floor"] for r in records if r["knn_floor"] is not None]
+        online_cell = f"{_pm(*mean_std(online))} ({statistics.mean(floors):.2f})" if online and floors else "–"
+        speed = statistics.mean(r["images_per_sec"] for r in records)
+        lines.append(f"| {method} | {' | '.join(cells)} | {online_cell} | {speed:.0f} |")
+    if raw is not None:
+        lines.append(f"| raw pixels | {raw['knn']:.2f} | – | {raw['linear']:.2f} | – | – | – |")
+    return lines
+
+
+def _claims_table(runs: dict[str, list[dict]]) -> list[str]:
+    lines = [
+        "| paper claim | protocol | measured difference (points) | seed std | outcome |",
+        "|---|---|---|---|---|",
+    ]
+    for method, base, text in CLAIMS:
+        for protocol in ("knn", "linear"):
+            c = claim(runs, method, base, protocol)
+            if c is None:
+                lines.append(f"| {text} | {PROTOCOL_NAMES[protocol]} | – | – | not measured |")
+                continue
+            std = "–" if c["seed_std"] is None else f"{c['seed_std']:.2f}"
+            lines.append(f"| {text} | {PROTOCOL_NAMES[protocol]} | {c['difference']:+.2f} | {std} | {c['outcome']} |")
+    return lines
+
+
+def raw_pixels(results_dir: Path) -> dict | None:
+    """`{"knn": top-1 %, "linear": top-1 %, ...}` of `raw_pixels.json`, or None."""
+    path = results_dir / "raw_pixels.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def curves_png(results_dir: Path, dataset: str) -> Path:
+    return results_dir / f"knn_curves_{dataset}.png"
+
+
+def quality_section(results_dir: Path, link_prefix: str) -> str:
+    """The README's quality section: per dataset the acceptance table, every probe, the claims and the curves.
+
+    Args:
+        results_dir: `benchmarks/results/quality`.
+        link_prefix: Path of `results_dir` as seen from the README the section goes into (for the PNG links).
+    """
+    all_runs, raw = load_results(results_dir), raw_pixels(results_dir)
+    if not all_runs:
+        return (
+            "**Representation quality**: no results yet (`python benchmarks/quality.py` writes them to "
+            "`benchmarks/results/quality/`; earlier formats are in `benchmarks/results/archive/`)."
         )
-    if chart:
-        lines += ["", f"![k-NN, linear and dense probe of every run]({chart})"]
-    if report["summary"].get("images"):
-        lines += [
+    records = [r for runs in all_runs.values() for seeds in runs.values() for r in seeds]
+    machines = sorted({f"{r['machine']['cpu']}, {r['machine']['torch_threads']} torch threads" for r in records})
+    any_run = records[0]
+    raw_text = (
+        f" Raw pixels of the evaluation view: k-NN {raw['knn']:.2f} %, linear probe {raw['linear']:.2f} %."
+        if raw
+        else ""
+    )
+    out = [
+        f"**Representation quality** — each method pre-trains with its CPU preset (`ssl-hf pretrain --method M "
+        f"--preset M-cpu`, `src/ssl_hf/cpu_presets.py`; TEC learns from the MAE run of the same seed), is exported "
+        f"and probed on `{any_run['eval_dataset']}` (test split): weighted k-NN (k = 20, T = 0.07) and a linear probe "
+        f"(BN without affine + linear, SGD {any_run['probe_epochs']} epochs), next to its calibrated floor: the run's "
+        "own encoder at step 0 with BatchNorm statistics estimated on the training images. Features: the token mean "
+        "for MAE, ASL, TEC and SelfPatch, the cls token (ResNet: pooled output) for the others. A method learns when, "
+        f"on its metric, Δ = result − floor ≥ {MIN_DELTA:g} points and Δ > 2 × the larger seed std (sample std over "
+        f"seeds, so it needs 2 seeds); mean ± std over seeds.{raw_text} `benchmarks/quality.py` on "
+        f"{'; '.join(machines)}; † marks runs that did not "
+        "follow their preset (`--max_steps`/`--extra`). Earlier results (example configs, fixed wall-clock budgets) "
+        "are in `benchmarks/results/archive/`.",
+    ]
+    for dataset, runs in all_runs.items():
+        out += [
             "",
-            f"Same number of images seen ({report['images_matched']:,}: what the slowest method saw in the budget), "
-            f"seeds {report['images_seeds']}:",
+            f"Pre-trained on `{dataset}`:",
             "",
-            *_budget_table(report, "images"),
+            *_main_table(runs, raw),
+            "",
+            "Every probe (floors: the runs' calibrated step-0 encoders; the online k-NN runs during pre-training on "
+            "the preset's subset of the evaluation set):",
+            "",
+            *_probe_table(runs, raw),
+            "",
+            "The papers' claims at this scale (reproduced when the difference exceeds the larger seed std):",
+            "",
+            *_claims_table(runs),
         ]
-    if report["floors"]:
-        lines += [
-            "",
-            "Each method against its floor (k-NN, same wall-clock budget; it beats the floor when the "
-            "margin exceeds the larger seed std, with at least 2 seeds):",
-            "",
-            "| method | floor | k-NN margin (points) | seed std | beats the floor |",
-            "|---|---|---|---|---|",
-            *(
-                f"| {f['method']} | {f['floor']} | {100 * f['margin']:+.2f} | {100 * f['seed_std']:.2f} | "
-                f"{'yes' if f['beats_floor'] else '**no**'} |"
-                for f in report["floors"]
-            ),
-        ]
-    if report["claims"]:
-        lines += [
-            "",
-            "The papers' claims at this scale (same wall-clock budget; reproduced when the difference exceeds the "
-            "larger seed std):",
-            "",
-            "| paper claim | protocol | measured difference (points) | seed std | outcome |",
-            "|---|---|---|---|---|",
-            *(
-                f"| {c['claim']} | {c['protocol']} | {100 * c['difference']:+.2f} | {100 * c['seed_std']:.2f} | "
-                f"{c['outcome']} |"
-                for c in report["claims"]
-            ),
-        ]
-    return "\n".join(lines)
+        out += ["", f"![online k-NN of every method during pre-training]({link_prefix}/{curves_png(Path(), dataset)})"]
+    return "\n".join(out)
+
+
+def plot_knn_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Path:
+    """Online k-NN top-1 against the step: per method the mean over seeds (thick, at the steps every seed logged),
+    each seed (thin), and the mean calibrated floor (dashed)."""
+    from matplotlib.figure import Figure
+
+    from ssl_hf.evaluation.plots import _save
+
+    fig = Figure(figsize=(8.0, 4.8), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    for method, records in runs.items():
+        colour = f"C{METHODS.index(method)}"  # a method keeps its colour whichever methods are present
+        curves = [dict(r["knn_curve"]) for r in records if r["knn_curve"]]
+        for curve in curves:
+            ax.plot(list(curve), list(curve.values()), color=colour, linewidth=0.7, alpha=0.35)
+        common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        if common:
+            ax.plot(
+                common,
+                [statistics.mean(c[s] for c in curves) for s in common],
+                color=colour,
+                linewidth=2,
+                label=f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})",
+            )
+        floors = [r["knn_floor"] for r in records if r["knn_floor"] is not None]
+        if floors:
+            ax.axhline(statistics.mean(floors), color=colour, linestyle="--", linewidth=0.9)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("online k-NN top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def write_curves(results_dir: Path) -> list[Path]:
+    """Draws `knn_curves_<dataset>.png` for every dataset with results."""
+    title = (
+        "online k-NN during pre-training on {}\n(thick: mean over seeds; thin: each seed; dashed: calibrated floors)"
+    )
+    return [
+        plot_knn_curves(runs, curves_png(results_dir, dataset), title.format(dataset))
+        for dataset, runs in load_results(results_dir).items()
+    ]

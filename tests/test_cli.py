@@ -202,9 +202,10 @@ def test_pretrain_export_evaluate(tmp_path, capsys):
     assert result["backbone"] == "pretrained"
     assert result["num_train"] == result["num_test"] == 10
     assert result["top1"] == 1.0
-    assert "knn (k=5, T=0.07, cls features)" in capsys.readouterr().out
+    # an MAE export: evaluated with the MAE family's mean of patch tokens unless --pool says otherwise
+    assert "knn (k=5, T=0.07, mean features)" in capsys.readouterr().out
     card = ModelCard.load(export / "README.md")
-    assert "| knn (k=5, T=0.07, cls features) |" in card.text
+    assert "| knn (k=5, T=0.07, mean features) |" in card.text
     assert "mae" in card.data.tags
 
     cheap = ["--k", "5", "--probe_epochs", "5", "--shots", "1,2,50", "--fewshot_trials", "1", "--finetune_epochs", "1"]

@@ -196,6 +196,17 @@ def _export(argv: list[str]) -> None:
     print(f"Exported {exported['architectures'][0]} ({exported['model_type']} format) to {out}")
 
 
+def _method_pool(model: str) -> str:
+    """The feature pooling of the method that trained a local export (`MethodSpec.feature_pool`), else `cls`."""
+    record = Path(model) / "training_args.json"
+    if not record.is_file():
+        return "cls"
+    import ssl_hf
+
+    method = json.loads(record.read_text()).get("method")
+    return ssl_hf.METHODS[method].feature_pool if method in ssl_hf.METHODS else "cls"
+
+
 def _evaluate(argv: list[str]) -> None:
     from ssl_hf.evaluation import PROTOCOLS, evaluate_backbone
 
@@ -233,7 +244,12 @@ def _evaluate(argv: list[str]) -> None:
     parser.add_argument("--image_column")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--temperature", type=float, default=0.07)
-    parser.add_argument("--pool", choices=["cls", "mean"], default="cls")
+    parser.add_argument(
+        "--pool",
+        choices=["cls", "mean"],
+        help="Image feature: cls token or mean of the patch tokens (default: the pooling of the method recorded in "
+        "the export's training_args.json, e.g. mean for MAE/ASL/TEC/SelfPatch; else cls).",
+    )
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument(
         "--random_init",
@@ -255,6 +271,7 @@ def _evaluate(argv: list[str]) -> None:
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         parser.error(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)} or all")
+    args.pool = args.pool or _method_pool(args.model)
     dense_only = protocols == ("dense",)
     args.dataset = args.dataset or ("digit-scenes" if dense_only else "digits")
     plots_dir = args.plots_dir

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report_quality import quality_section, write_curves
 from report_speed import allocator, speed_section
+from report_sweeps import sweeps_section
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,9 @@ def rendered() -> dict[Path, str]:
         "`speed.py` (training-step throughput and memory, ratios to each method's base and to transformers' "
         "`ViTMAEForPreTraining`) and `quality.py` (every method pre-trained with its CPU preset, k-NN and linear probe "
         "next to its calibrated floor), then this script; `profile_step.py` breaks a step down with `torch.profiler`."
-        "\n\n" + "\n\n".join(sections("results/quality")) + "\n"
+        "\n\n"
+        + "\n\n".join([*sections("results/quality"), sweeps_section(ROOT / "benchmarks" / "results")]).rstrip()
+        + "\n"
     )
     return {readme: head + START + "\n" + section + "\n" + END + tail, ROOT / "benchmarks" / "README.md": bench_readme}
 

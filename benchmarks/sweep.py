@@ -59,7 +59,7 @@ def summarise(run_dir: Path, seconds: float, flags: dict) -> dict:
         "knn_floor": next((r["knn_floor"] for r in lines if "knn_floor" in r), None),
         "knn_curve": knn,
         "knn_final": knn[-1][1] if knn else None,
-        "knn_best": max((v for _, v in knn), default=None),
+        "knn_best": max((v for step, v in knn if step > 0), default=None),
         "loss_curve": [(r["step"], round(r["loss"], 5)) for r in steps[:: max(1, len(steps) // 50)]],
         "final_stats": {k: last[k] for k in ALARM_KEYS if k in last},
         "images_per_sec_median": sorted(speeds)[len(speeds) // 2] if speeds else None,

@@ -10,6 +10,7 @@ import yaml
 from conftest import write_square_folders
 from huggingface_hub import ModelCard
 
+import ssl_hf
 import ssl_hf.training
 from ssl_hf.cli import main
 
@@ -325,3 +326,29 @@ def test_optimizer_flag(no_training):
     main(["pretrain", "--method", "mae", "--optimizer", "lars", "--momentum", "0.8"])
     _, _, args = no_training[-1]
     assert (args.optimizer, args.momentum) == ("lars", 0.8)
+
+
+@pytest.mark.parametrize("method", ["mae", "asl", "tec", "byol", "msbreg", "dino", "selfpatch"])
+def test_cpu_preset_sets_model_and_training_fields_and_flags_win(no_training, method):
+    """`--preset <m>-cpu` alone picks its method; every field it sets reaches the config or the training arguments."""
+    main(["pretrain", "--preset", f"{method}-cpu", "--eval_every", "7"])
+    spec, config, args = no_training[-1]
+    assert spec.name == method
+    preset = ssl_hf.get_method(method).presets[f"{method}-cpu"]
+    assert args.eval_every == 7  # the command line wins over the preset
+    assert (args.max_steps, args.mixed_precision) == (preset["max_steps"], "auto")
+    backbone = config.backbone_config
+    assert backbone.image_size == 32 if backbone.model_type == "vit" else config.input_size == 32
+    for key in ("hflip", "channel_permute_prob", "lars_trust_coefficient", "learning_rate", "base_learning_rate"):
+        if key in preset:
+            assert getattr(args, key) == preset[key]
+    for key in ("num_views", "out_dim", "use_bn_in_head", "mask_ratio", "attention_topk"):
+        if key in preset:
+            assert getattr(config, key) == preset[key]
+
+
+def test_preset_of_another_method_is_named(no_training, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--method", "mae", "--preset", "byol-cpu"])
+    assert exit_info.value.code == 2
+    assert "preset of --method byol" in capsys.readouterr().err

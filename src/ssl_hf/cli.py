@@ -99,14 +99,16 @@ def _pretrain(argv: list[str]) -> None:
                 file_values.update(value)
             else:
                 file_values[key] = value
-    method_name = first.method or file_values.pop("method", None) or "mae"
-    file_values.pop("method", None)
-    spec = ssl_hf.get_method(method_name)
     preset_name = first.preset or file_values.pop("preset", None)
     file_values.pop("preset", None)
+    owners = [m for m, spec in ssl_hf.METHODS.items() if preset_name in spec.presets]
+    method_name = first.method or file_values.pop("method", None) or (owners[0] if owners else "mae")
+    file_values.pop("method", None)
+    spec = ssl_hf.get_method(method_name)
     if preset_name and preset_name not in spec.presets:
         raise ValueError(
-            f"Unknown preset '{preset_name}' for {method_name}; available: {', '.join(spec.presets) or 'none'}."
+            f"Unknown preset '{preset_name}' for {method_name}; available: {', '.join(spec.presets) or 'none'}"
+            + (f" (it is a preset of --method {owners[0]})." if owners else ".")
         )
     file_values = {**spec.presets.get(preset_name, {}), **file_values}  # preset < file < command line
     backbone_name = first.backbone or file_values.get("backbone") or spec.default_backbone

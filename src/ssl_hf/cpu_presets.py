@@ -75,10 +75,9 @@ _EMBEDDING = {
     "pred_hidden_dim": 1024,
     "proj_out_dim": 256,
     "ema_base": 0.99,
-    "batch_size": 128,
+    "batch_size": 64,
     "optimizer": "lars",
     "lars_trust_coefficient": 0.02,
-    "base_learning_rate": 1.0,
     "weight_decay": 1e-5,
     "warmup_ratio": 0.1,
     **_COLOUR_VIEWS,
@@ -90,8 +89,9 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
     "mae": {**_MAE_FAMILY, "norm_pix_loss": True, "max_steps": 1500},
     "asl": {**_MAE_FAMILY, "max_steps": 1000},
     "tec": {**_MAE_FAMILY, "attention_topk": 5, "attention_tau": 1.8, "max_steps": 1000},
-    "byol": {**_EMBEDDING, "max_steps": 1500},
-    "msbreg": {**_EMBEDDING, "num_views": 4, "max_steps": 800},
+    # peak lr 0.4 at batch 64 for both: BYOL's base lr 1.6 x 64 / 256; MSBReg's 0.4 x 64 / 256 x K = 4
+    "byol": {**_EMBEDDING, "base_learning_rate": 1.6, "max_steps": 1500},
+    "msbreg": {**_EMBEDDING, "num_views": 4, "base_learning_rate": 0.4, "max_steps": 800},
     "dino": {**_SELF_DISTILLATION, "max_steps": 800},
     "selfpatch": {**_SELF_DISTILLATION, "max_steps": 600},
 }

@@ -20,6 +20,13 @@ def _stats(stats: dict) -> str:
     return "; ".join(parts) or "–"
 
 
+def _probe(probe: dict | None) -> str:
+    if not probe:
+        return "–"
+    e, f = probe["export"], probe["floor"]
+    return f"{e['knn']:.1f} / {e['linear']:.1f} ({f['knn']:.1f} / {f['linear']:.1f}, {probe['pool']})"
+
+
 def sweep_table(directory: Path) -> list[str]:
     """One sweep: its variants with their own flags, the online k-NN curve against the calibrated floor, the end."""
     runs = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
@@ -31,13 +38,14 @@ def sweep_table(directory: Path) -> list[str]:
         + ", ".join(f"`{k}={v}`" for k, v in shared.items())
         + ")",
         "",
-        "| variant | own flags | steps | floor | online k-NN top-1 by step (%) | best after step 0 | end state | img/s | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | own flags | steps | floor | online k-NN top-1 by step (%) | best after step 0 | end state | img/s "
+        "| probe on digits: k-NN / linear (floor) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         own = ", ".join(f"`{k}={v}`" for k, v in r["flags"].items() if k not in shared) or "–"
         if "error" in r:
-            lines.append(f"| {r['variant']} | {own} | – | – | failed | – | – | – | see its log |")
+            lines.append(f"| {r['variant']} | {own} | – | – | failed | – | – | – | – | see its log |")
             continue
         note = f"stopped: {r['stopped_early']}" if r.get("stopped_early") else ""
         floor = "–" if r.get("knn_floor") is None else f"{r['knn_floor']:.1f}"
@@ -45,7 +53,7 @@ def sweep_table(directory: Path) -> list[str]:
         best = f"{max(trained):.1f}" if trained else "–"
         lines.append(
             f"| {r['variant']} | {own} | {r['steps']} | {floor} | {_curve(r['knn_curve'])} | {best} | "
-            f"{_stats(r.get('final_stats', {}))} | {r.get('images_per_sec_median')} | {note} |"
+            f"{_stats(r.get('final_stats', {}))} | {r.get('images_per_sec_median')} | {_probe(r.get('probe'))} | {note} |"
         )
     return lines
 

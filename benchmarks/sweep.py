@@ -86,6 +86,23 @@ def _stop_reason(metrics: Path, stop_step: int | None, margin: float = 2.0) -> s
     return None
 
 
+def probe(run_dir: Path, method: str) -> dict:
+    """k-NN and linear probe on `digits` of a finished run's export and of its calibrated floor (method pooling)."""
+    import ssl_hf
+    from ssl_hf.evaluation import evaluate_backbone
+    from ssl_hf.export import export_pretrained
+
+    export = export_pretrained(run_dir / "final", run_dir / "export")
+    out = {"pool": ssl_hf.get_method(method).feature_pool}
+    for floor in (False, True):
+        rows = evaluate_backbone(export, "digits", protocols=("knn", "linear"), pool=out["pool"], random_init=floor)
+        key = "floor" if floor else "export"
+        out[key] = {row["protocol"]: round(100 * row["top1"], 2) for row in rows}
+        if floor:
+            out["floor_label"] = rows[0].get("floor")
+    return out
+
+
 def run_variant(method: str, name: str, flags: dict, out: Path, workdir: Path, stop_step: int | None = None) -> dict:
     run_dir = workdir / name
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -121,6 +138,12 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/ssl_hf_sweeps", help="Where the runs are written.")
     parser.add_argument("--force", action="store_true", help="Re-run finished variants.")
     parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="Also probe each finished variant (k-NN and linear on digits, export and calibrated floor); finished "
+        "variants without a probe get one from their run directory.",
+    )
+    parser.add_argument(
         "--stop_step",
         type=int,
         default=None,
@@ -135,10 +158,19 @@ def main() -> None:
             continue
         out = RESULTS / spec["sweep"] / f"{name}.json"
         if out.exists() and not args.force:
-            print(f"{name}: done already ({out})", flush=True)
+            record = json.loads(out.read_text())
+            if args.probe and "probe" not in record and (workdir / name / "final").is_dir():
+                record["probe"] = probe(workdir / name, spec["method"])
+                out.write_text(json.dumps(record, indent=1) + "\n")
+                print(f"{name}: probed {record['probe']}", flush=True)
+            else:
+                print(f"{name}: done already ({out})", flush=True)
             continue
         merged = {**spec.get("base", {}), **(flags or {})}
         result = run_variant(spec["method"], name, merged, out, workdir, args.stop_step)
+        if args.probe and "error" not in result and (workdir / name / "final").is_dir():
+            result["probe"] = probe(workdir / name, spec["method"])
+            out.write_text(json.dumps({"method": spec["method"], "variant": name, **result}, indent=1) + "\n")
         if "error" in result:
             print(f"{name}: FAILED after {result['wall_seconds']:.0f} s, see {workdir / name}.log", flush=True)
         else:

@@ -90,8 +90,8 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
     "asl": {**_MAE_FAMILY, "max_steps": 1000},
     "tec": {**_MAE_FAMILY, "attention_topk": 5, "attention_tau": 1.8, "max_steps": 1000},
     # peak lr 0.4 at batch 64 for both: BYOL's base lr 1.6 x 64 / 256; MSBReg's 0.4 x 64 / 256 x K = 4
-    "byol": {**_EMBEDDING, "base_learning_rate": 1.6, "max_steps": 1500},
-    "msbreg": {**_EMBEDDING, "num_views": 4, "base_learning_rate": 0.4, "max_steps": 800},
+    "byol": {**_EMBEDDING, "base_learning_rate": 1.6, "max_steps": 1000},
+    "msbreg": {**_EMBEDDING, "num_views": 4, "base_learning_rate": 0.4, "max_steps": 600},
     "dino": {**_SELF_DISTILLATION, "max_steps": 800},
     "selfpatch": {**_SELF_DISTILLATION, "max_steps": 600},
 }

@@ -175,7 +175,13 @@ def quality_section(results_dir: Path, link_prefix: str) -> str:
             "`benchmarks/results/quality/`; earlier formats are in `benchmarks/results/archive/`)."
         )
     records = [r for runs in all_runs.values() for seeds in runs.values() for r in seeds]
-    machines = sorted({f"{r['machine']['cpu']}, {r['machine']['torch_threads']} torch threads" for r in records})
+    machines = sorted(
+        {
+            f"{r['machine']['cpu']}, {r['machine']['torch_threads']} torch thread"
+            + ("s" if r["machine"]["torch_threads"] != 1 else "")
+            for r in records
+        }
+    )
     any_run = records[0]
     raw_text = (
         f" Raw pixels of the evaluation view: k-NN {raw['knn']:.2f} %, linear probe {raw['linear']:.2f} %."

@@ -221,9 +221,18 @@ def quality_section(results_dir: Path, link_prefix: str) -> str:
     return "\n".join(out)
 
 
+def calibrated_curve(curve: list, floor: float | None) -> dict[int, float]:
+    """`{step: top-1}` with step 0 at the calibrated floor: the step-0 value of a network with BatchNorm runs its
+    fresh statistics (mean 0, variance 1) and is not comparable with the later points."""
+    points = dict(curve)
+    if floor is not None and 0 in points:
+        points[0] = floor
+    return points
+
+
 def plot_knn_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Path:
     """Online k-NN top-1 against the step: per method the mean over seeds (thick, at the steps every seed logged),
-    each seed (thin), and the mean calibrated floor (dashed)."""
+    each seed (thin), and the mean calibrated floor (dashed); step 0 is drawn at the calibrated floor."""
     from matplotlib.figure import Figure
 
     from ssl_hf.evaluation.plots import _save
@@ -232,7 +241,7 @@ def plot_knn_curves(runs: dict[str, list[dict]], path: Path, title: str = "") ->
     ax = fig.add_subplot()
     for method, records in runs.items():
         colour = f"C{METHODS.index(method)}"  # a method keeps its colour whichever methods are present
-        curves = [dict(r["knn_curve"]) for r in records if r["knn_curve"]]
+        curves = [calibrated_curve(r["knn_curve"], r["knn_floor"]) for r in records if r["knn_curve"]]
         for curve in curves:
             ax.plot(list(curve), list(curve.values()), color=colour, linewidth=0.7, alpha=0.35)
         common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []

@@ -19,7 +19,7 @@ def plot_training_curves(run_dir: str | os.PathLike, path: str | os.PathLike | N
     """Draws the loss (left axis, log scale) and the online k-NN top-1 (right axis) of a run.
 
     The k-NN floor logged at step 0 (`knn_floor`: the step-0 encoder with BatchNorm statistics from the evaluation
-    images) is drawn as a dashed line, so learning reads as the distance above it.
+    images) is drawn as a dashed line and as the curve's step-0 point, so learning reads as the distance above it.
 
     Args:
         run_dir: A run's `output_dir` (holds `metrics.jsonl`).
@@ -35,8 +35,13 @@ def plot_training_curves(run_dir: str | os.PathLike, path: str | os.PathLike | N
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
     if not losses:
         return None
-    knn = [(r["step"], r["knn_top1"]) for r in records if "knn_top1" in r]
     floor = next((r["knn_floor"] for r in records if "knn_floor" in r), None)
+    # step 0 at the calibrated floor: a fresh network's BatchNorms run their initial statistics (mean 0, variance 1)
+    knn = [
+        (r["step"], floor if r["step"] == 0 and floor is not None else r["knn_top1"])
+        for r in records
+        if "knn_top1" in r
+    ]
     fig = Figure(figsize=(6.4, 4.0), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     ax.plot(*zip(*losses), color="tab:blue", linewidth=1, label="training loss")

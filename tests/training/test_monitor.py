@@ -233,3 +233,17 @@ def test_step_0_floor_calibrates_a_copy_and_leaves_the_encoder_alone(labelled):
     calibrate_batchnorm(twin, knn.train_source, knn.view, max_images=2048)
     assert out["knn_floor"] == knn.top1(twin)
     assert out["knn_top1"] == knn.top1(encoder)
+
+
+def test_training_curves_png(tmp_path):
+    """A PNG of loss and online k-NN (step 0 drawn at the calibrated floor); None before the first step."""
+    from ssl_hf.training.curves import plot_training_curves
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "knn_top1": 36.0, "knn_floor": 14.0}) + "\n")
+    assert plot_training_curves(tmp_path) is None
+    lines = [{"step": s, "loss": 1.0 / s, **({"knn_top1": 10.0 + s} if s % 2 == 0 else {})} for s in range(1, 7)]
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+    path = plot_training_curves(tmp_path)
+    assert path == tmp_path / "training_curves.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

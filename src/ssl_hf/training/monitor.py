@@ -21,6 +21,7 @@ from ..data.views import EvalView
 from ..evaluation.diagnostics import effective_rank, embedding_std
 from ..evaluation.features import batchnorm_layers, calibrate_batchnorm, pooled_features
 from ..evaluation.knn import knn_predict
+from ..losses.distillation import teacher_probabilities
 
 
 logger = logging.getLogger(__name__)
@@ -165,8 +166,7 @@ def collapse_statistics(output, model: nn.Module) -> dict[str, float]:
     teacher = getattr(output, "teacher_logits", None)
     center = getattr(model, "center", None)
     if teacher is not None and center is not None and hasattr(model, "teacher_temperature"):
-        logits = teacher.float().reshape(-1, teacher.shape[-1])
-        q = torch.softmax((logits - center.float()) / model.teacher_temperature(), dim=-1)
+        q = teacher_probabilities(teacher.reshape(-1, teacher.shape[-1]), center, model.teacher_temperature())
         stats["teacher_entropy"] = float(-(q * q.clamp(min=1e-12).log()).sum(-1).mean())
         mean = q.mean(0)
         stats["teacher_batch_entropy"] = float(-(mean * mean.clamp(min=1e-12).log()).sum())

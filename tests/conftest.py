@@ -124,13 +124,14 @@ def tiny_tec_config(**overrides):
     return TECConfig(backbone_config=mae.backbone_config, **fields)
 
 
-def tiny_resnet_config(**overrides):
-    """A 4-stage basic-block ResNet with widths 8-16-16-32 (`backbone_config("resnet-18", ...)` overrides)."""
+def tiny_resnet_config(preset: str = "resnet-18", **overrides):
+    """A 4-stage basic-block ResNet with widths 8-16-16-32 (`backbone_config(preset, ...)` overrides; the preset
+    `resnet-18-small-stem` gives the 3x3 stride-1 stem without max-pool)."""
     from ssl_hf import backbone_config
 
     fields = dict(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1])
     fields.update(overrides)
-    return backbone_config("resnet-18", **fields)
+    return backbone_config(preset, **fields)
 
 
 def tiny_byol_config(**overrides):
@@ -174,6 +175,24 @@ def tiny_dino_config(**overrides):
     from ssl_hf import DINOConfig
 
     return DINOConfig(**_tiny_self_distillation_fields(overrides))
+
+
+def tiny_dino_resnet_config(**overrides):
+    """The tiny DINO's heads and crops on the tiny ResNet with the small stem: 32-px global and 12-px local crops."""
+    from ssl_hf import DINOConfig
+
+    backbone = tiny_resnet_config("resnet-18-small-stem")
+    fields = {"backbone_config": backbone, "image_size": 32, "local_crop_size": 12, **overrides}
+    return DINOConfig(**_tiny_self_distillation_fields(fields))
+
+
+def perturb_student(model, scale=0.05, seed=1):
+    """Moves every student parameter of a DINO-style model away from the teacher (which starts as an exact copy)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in model._student_modules:
+            for p in getattr(model, name).parameters():
+                p.add_(scale * torch.randn(p.shape, generator=gen))
 
 
 def tiny_selfpatch_config(**overrides):

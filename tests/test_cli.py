@@ -305,21 +305,33 @@ def test_tec_learns_from_a_previous_export_and_keeps_adapters_on_request(tmp_pat
     assert not (tmp_path / "bad" / "metrics.jsonl").exists()
 
 
-def test_byol_on_a_resnet_from_the_command_line(no_training):
-    """ResNet flags exist when the backbone is a ResNet; --image_size goes to the method config."""
-    argv = ["pretrain", "--method", "msbreg", "--backbone", "resnet-18-small-stem", "--image_size", "32"]
-    main([*argv, "--hidden_sizes", "[8, 16, 16, 32]", "--embedding_size", "8", "--num_views", "3"])
-    spec, config, args = no_training[-1]
-    assert spec.name == "msbreg"
+@pytest.mark.parametrize(("method", "field", "value"), [("msbreg", "num_views", 3), ("dino", "local_crop_size", 12)])
+def test_resnet_backbone_from_the_command_line(no_training, method, field, value):
+    """ResNet flags exist when the backbone is a ResNet; --image_size goes to the method config (the size of BYOL's
+    views, of DINO's global crops); with a ViT it sets the ViT's own size too."""
+    import numpy as np
+    import torch
+
+    from ssl_hf.data.views import build_views
+
+    argv = ["pretrain", "--method", method, "--backbone", "resnet-18-small-stem", "--image_size", "32"]
+    main([*argv, "--hidden_sizes", "[8, 16, 16, 32]", "--embedding_size", "8", f"--{field}", str(value)])
+    spec, config, _ = no_training[-1]
+    assert spec.name == method
     assert config.backbone_config.model_type == "ssl_resnet_small_stem"
     assert config.backbone_config.hidden_sizes == [8, 16, 16, 32]
-    assert (config.image_size, config.num_views) == (32, 3)
-    main(["pretrain", "--method", "byol", "--backbone", "vit-tiny", "--image_size", "32", "--patch_size", "4"])
+    assert (config.image_size, config.input_size, getattr(config, field)) == (32, 32, value)
+    image = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8)
+    assert build_views(spec.views, config)([image], [np.random.default_rng(0)])["pixel_values"].shape[-2:] == (32, 32)
+    main(["pretrain", "--method", method, "--backbone", "vit-tiny", "--image_size", "32", "--patch_size", "8"])
     _, config, _ = no_training[-1]
     assert config.backbone_config.image_size == config.input_size == 32
+
+
+def test_byol_default_backbone_is_a_resnet(no_training):
     main(["pretrain", "--method", "byol"])
     _, config, _ = no_training[-1]
-    assert config.backbone_config.model_type == "resnet"  # BYOL's default backbone
+    assert config.backbone_config.model_type == "resnet"
 
 
 def test_optimizer_flag(no_training):

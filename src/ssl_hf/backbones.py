@@ -71,13 +71,19 @@ def feature_dim(config: PreTrainedConfig) -> int:
     return config.hidden_sizes[-1] if is_resnet(config) else config.hidden_size
 
 
-def global_features(backbone: nn.Module, pixel_values: Tensor) -> Tensor:
-    """`(B, D)` global image feature: ResNet's average-pooled last stage, ViT's cls token after the final norm."""
-    out = backbone(pixel_values)
+def global_features(backbone: nn.Module, pixel_values: Tensor, interpolate_pos_encoding: bool = False) -> Tensor:
+    """`(B, D)` global image feature: ResNet's average-pooled last stage, ViT's cls token after the final norm.
+
+    Args:
+        backbone: A `ResNetModel` (or the small-stem variant) or a `ViTModel`.
+        pixel_values: `(B, C, H, W)` images.
+        interpolate_pos_encoding: ViT: interpolate the position table for inputs of another size than its config's
+            (multi-crop's local crops). A ResNet pools any input size.
+    """
     if isinstance(backbone, ResNetModel):
-        return out.pooler_output.flatten(1)
+        return backbone(pixel_values).pooler_output.flatten(1)
     if isinstance(backbone, ViTModel):
-        return out.last_hidden_state[:, 0]
+        return backbone(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).last_hidden_state[:, 0]
     raise TypeError(f"No global feature rule for {type(backbone).__name__}")
 
 

@@ -97,27 +97,41 @@ class SSLEncoderConfig(PreTrainedConfig):
     image_size: int | None = None
 
     def validate_encoder(self):
-        bb = self.backbone_config
-        if bb.model_type == "vit":
-            if self.image_size is not None and self.image_size != bb.image_size:
-                raise ValueError(
-                    f"image_size={self.image_size} but the ViT backbone is built for {bb.image_size}: set the "
-                    "backbone's image_size (--image_size sets both)."
-                )
-            check_patch_grid(bb.image_size, bb.patch_size)
-        elif not is_resnet(bb):
-            raise ValueError(
-                f"{type(self).__name__} supports ResNet and ViT backbones, got model_type='{bb.model_type}'"
-            )
-        if self.image_size is not None and self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        check_resnet_or_vit(self)
 
     @property
     def input_size(self) -> int:
         """Side of the training views in pixels."""
-        if self.backbone_config.model_type == "vit":
-            return self.backbone_config.image_size
-        return self.image_size or 224
+        return resnet_or_vit_input_size(self)
+
+
+def check_resnet_or_vit(config: PreTrainedConfig) -> None:
+    """Checks a method config whose `backbone_config` is a ResNet or a ViT and whose `image_size` sizes the views.
+
+    A ViT carries its own input size (`image_size` must then be None or equal to it); a ResNet takes any size, so the
+    method's `image_size` is the only record of it.
+    """
+    bb, image_size = config.backbone_config, config.image_size
+    if bb.model_type == "vit":
+        if image_size is not None and image_size != bb.image_size:
+            raise ValueError(
+                f"image_size={image_size} but the ViT backbone is built for {bb.image_size}: set the backbone's "
+                "image_size (--image_size sets both)."
+            )
+        check_patch_grid(bb.image_size, bb.patch_size)
+    elif not is_resnet(bb):
+        raise ValueError(
+            f"{type(config).__name__} supports ResNet and ViT backbones, got model_type='{bb.model_type}'"
+        )
+    if image_size is not None and image_size < 8:
+        raise ValueError(f"image_size must be >= 8, got {image_size}")
+
+
+def resnet_or_vit_input_size(config: PreTrainedConfig) -> int:
+    """Input side of a config checked by `check_resnet_or_vit`: the ViT's `image_size`, else `image_size` or 224."""
+    if config.backbone_config.model_type == "vit":
+        return config.backbone_config.image_size
+    return config.image_size or 224
 
 
 @strict
@@ -127,7 +141,8 @@ class SelfDistillationConfig(SSLViTConfig):
     Heads, temperatures, centring, the EMA teacher and multi-crop.
 
     Args:
-        backbone_config: The ViT (see `SSLViTConfig`); its `image_size` is the global-crop size.
+        backbone_config: The ViT (see `SSLViTConfig`); its `image_size` is the global-crop size. DINO also takes a
+            ResNet (`DINOConfig`).
         out_dim: Prototypes `K` of the image head (DINO: 65536).
         head_hidden_dim: Head MLP width (2048).
         head_bottleneck_dim: Head width before the weight-normalised last layer (256).
@@ -144,7 +159,8 @@ class SelfDistillationConfig(SSLViTConfig):
         center_momentum: EMA momentum of the centre.
         ema_base: Teacher momentum at the start; it follows a cosine to 1 over the run.
         num_local_crops: Local crops per image (DINO: 8).
-        local_crop_size: Side of the local crops in pixels (DINO: 96 for 224 global crops).
+        local_crop_size: Side of the local crops in pixels (DINO: 96 for 224 global crops); a multiple of a ViT's patch
+            size.
         global_crop_min_scale: Global crops cover (min_scale, 1) of the image area, local crops (local_crop_min_scale,
             global_crop_min_scale) (DINO: 0.4).
         local_crop_min_scale: Smallest area fraction of a local crop (DINO: 0.05).
@@ -185,8 +201,8 @@ class SelfDistillationConfig(SSLViTConfig):
                 "crop scales must satisfy 0 < local_crop_min_scale <= global_crop_min_scale <= 1, got "
                 f"{self.local_crop_min_scale} and {self.global_crop_min_scale}"
             )
-        patch = self.backbone_config.patch_size
-        if self.num_local_crops and self.local_crop_size % patch:
+        patch = getattr(self.backbone_config, "patch_size", None)  # None for a ResNet (DINO), which pools any size
+        if patch and self.num_local_crops and self.local_crop_size % patch:
             raise ValueError(
                 f"local_crop_size={self.local_crop_size} is not a multiple of the patch size {patch}: local crops are "
                 f"cut into patches too. Use e.g. {max(patch, self.local_crop_size // patch * patch)}."

@@ -111,7 +111,10 @@ class SelfDistillationPreTrainedModel(SSLPreTrainedModel):
     _centers: tuple[str, ...] = ("center",)
 
     def _init_weights(self, module):
-        """Heads initialise themselves (trunc_normal 0.02, as DINO); the ViT keeps transformers' init (the same)."""
+        """Heads initialise themselves (trunc_normal 0.02, as DINO); the backbone keeps transformers' init.
+
+        ViT: trunc_normal 0.02, as DINO's; ResNet: kaiming conv weights and BatchNorm 1 / 0, as torchvision's.
+        """
 
     def _register_schedules(self, center_dims: dict[str, int]) -> None:
         for name, dim in center_dims.items():

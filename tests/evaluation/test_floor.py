@@ -7,7 +7,14 @@ import datasets
 import pytest
 import torch
 from accelerate.utils import set_seed
-from conftest import TINY_CONFIGS, tiny_byol_config, tiny_mae_config, tiny_resnet_config, write_square_folders
+from conftest import (
+    TINY_CONFIGS,
+    tiny_byol_config,
+    tiny_dino_resnet_config,
+    tiny_mae_config,
+    tiny_resnet_config,
+    write_square_folders,
+)
 from transformers import AutoModel
 
 import ssl_hf
@@ -129,6 +136,22 @@ def test_the_twin_is_the_exported_encoder_at_step_0(tmp_path, method, keep_adapt
     assert type(twin) is type(AutoModel.from_pretrained(export))
     assert view.image_size == 32
     assert not twin.training
+
+
+def test_the_floor_of_dino_on_a_resnet_is_its_step_0_teacher_with_calibrated_statistics(tmp_path, squares):
+    export = export_pretrained(_run_final(tmp_path, "dino", tiny_dino_resnet_config(), seed=7), tmp_path / "export")
+    twin, view, floor = load_random_init(export, seed=0)
+    assert floor == {"floor_init": "method", "floor_seed": 7, "floor_method": "dino"}
+    assert type(twin).__name__ == "SmallStemResNetModel"
+    assert view.image_size == 32
+    pool = ssl_hf.get_method("dino").feature_pool  # "cls": a CNN's pooled last stage
+    (row,) = evaluate_backbone(str(export), str(squares), k=5, cache=False, pool=pool)
+    (floor_row,) = evaluate_backbone(str(export), str(squares), random_init=True, k=5, cache=False, pool=pool)
+    assert 0 <= row["top1"] <= 1
+    assert (floor_row["floor"], floor_row["bn_calibration_images"]) == (
+        f"DINO init at step 0, seed 7, BN statistics from 24 {squares} train images",
+        24,
+    )
 
 
 def test_the_mae_twin_has_maes_init_not_transformers(tmp_path):

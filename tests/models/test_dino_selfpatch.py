@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_dino_config, tiny_selfpatch_config
+from conftest import perturb_student, tiny_dino_config, tiny_selfpatch_config
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import AutoModel, SiglipVisionModel, ViTModel
 
@@ -36,15 +36,6 @@ def _model(name: str, seed: int = 0, **overrides):
 def _crops(batch=2, num_local=2, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 2, 3, 32, 32, generator=gen), torch.randn(batch, num_local, 3, 16, 16, generator=gen)
-
-
-def _perturb_student(model, scale=0.05, seed=1):
-    """Moves every student parameter away from the teacher (the teacher starts as an exact copy)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name in model._student_modules:
-            for p in getattr(model, name).parameters():
-                p.add_(scale * torch.randn(p.shape, generator=gen))
 
 
 def _softmax(x: torch.Tensor) -> torch.Tensor:
@@ -448,7 +439,7 @@ def test_teacher_temperature_warm_up():
 
 def test_dino_export_is_the_teacher(tmp_path):
     model = _model("dino").eval()
-    _perturb_student(model)
+    perturb_student(model)
     export_pretrained(model, tmp_path)
     exported = AutoModel.from_pretrained(tmp_path).eval()
     assert type(exported) is ViTModel
@@ -464,7 +455,7 @@ def test_selfpatch_export_is_the_cls_free_teacher(tmp_path):
     from transformers import pipeline
 
     model = _model("selfpatch").eval()
-    _perturb_student(model)
+    perturb_student(model)
     export_pretrained(model, tmp_path / "export")
     exported = AutoModel.from_pretrained(tmp_path / "export").eval()
     assert type(exported) is SiglipVisionModel

@@ -13,6 +13,7 @@ from conftest import (
     reset_accelerate,
     tiny_byol_config,
     tiny_dino_config,
+    tiny_dino_resnet_config,
     tiny_training_args,
     write_square_folders,
 )
@@ -99,6 +100,14 @@ def test_knn_logged_at_start_every_eval_every_and_at_the_end(runs, labelled, met
     model = get_method(method).model_class.from_pretrained(final)
     online = OnlineKNN(str(labelled), "label", 32, get_method(method).feature_pool, max_images=9)
     assert online(model.get_export_backbone())["knn_top1"] == knn[5]
+
+
+def test_dino_on_a_resnet_logs_the_knn_its_calibrated_floor_and_the_teacher_entropy(tmp_path, labelled):
+    final = pretrain(get_method("dino"), tiny_dino_resnet_config(), _args(tmp_path, labelled, True, max_steps=2))
+    records = _records(final.parent)
+    assert sorted(r["step"] for r in records if "knn_top1" in r) == [0, 2]
+    assert 0 <= records[0]["knn_floor"] <= 100  # the step-0 floor, its BatchNorm statistics calibrated
+    assert all("teacher_entropy" in r for r in records if "loss" in r)
 
 
 def test_resume_with_the_monitor_on_is_exact(tmp_path, labelled, monkeypatch):

@@ -154,7 +154,7 @@ def build_views(
 
     Args:
         preset: Preset name declared by the method (`MethodSpec.views`).
-        model_config: The method config (its `backbone_config` gives size and patch grid).
+        model_config: The method config (its `input_size`, or its `backbone_config` for the size and patch grid).
         scale: Override of the crop area range (multi-crop: of the global crops; the local crops then end at its
             lower bound).
         hflip: Random horizontal flip (p = 0.5); on when None.
@@ -191,10 +191,11 @@ def build_views(
     if preset == "multicrop":
         from .color import MultiCrop
 
-        # DINO / SelfPatch: 2 global crops (min_scale, 1) at the backbone's size + n local crops at their own size
+        # DINO / SelfPatch: 2 global crops (min_scale, 1) at the input size (a ViT's own; a ResNet's `image_size`) + n
+        # local crops at their own size
         split = scale[0] if scale else model_config.global_crop_min_scale
         return MultiCrop(
-            bb.image_size,
+            model_config.input_size,
             model_config.local_crop_size,
             model_config.num_local_crops,
             global_scale=(split, 1.0),

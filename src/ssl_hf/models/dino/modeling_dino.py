@@ -1,12 +1,12 @@
-"""DINO: a student ViT matches the centred, sharpened output of its EMA teacher on other crops of the same image."""
+"""DINO: a student network matches the centred, sharpened output of its EMA teacher on other crops of the image."""
 
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-from transformers import ViTModel
+from torch import Tensor, nn
 from transformers.modeling_outputs import ModelOutput
 
+from ...backbones import build_backbone, feature_dim, global_features
 from ...layers.dino_head import DINOHead
 from ...layers.multicrop import crops_by_view
 from ...losses.distillation import batch_center, dino_loss
@@ -30,20 +30,27 @@ class DINOPreTrainingOutput(ModelOutput):
 
 
 class DINOForPreTraining(SelfDistillationPreTrainedModel):
-    """DINO pre-training of a stock `ViTModel`.
+    """DINO pre-training of a stock `ViTModel` or `ResNetModel`.
 
     Caron, Touvron, Misra, Jégou, Mairal, Bojanowski, Joulin. "Emerging Properties in Self-Supervised Vision
-    Transformers", ICCV 2021. Reference: https://github.com/facebookresearch/dino.
+    Transformers", ICCV 2021. Reference: https://github.com/facebookresearch/dino (`main_dino.py` at 04c0ad9).
 
-    Student = `backbone` (`ViTModel`, cls token after the final norm) + `head` (`DINOHead`); teacher =
-    `teacher_backbone` + `teacher_head`, frozen EMA copies. The student sees all crops, one batched call per
-    resolution (the global crops at the backbone's size, the local crops with interpolated position embeddings); the
-    teacher sees the 2 global crops. `post_optimizer_step` updates the teacher (cosine momentum 0.996 -> 1), the
-    centre and the schedules (teacher temperature warm-up, frozen last layer). The **teacher** backbone is exported.
+    Student = `backbone` + `head` (`DINOHead` on the global feature: a `ViTModel`'s cls token after the final norm,
+    or, as the reference's torchvision ResNets with `fc` replaced by the identity, a `ResNetModel`'s average-pooled
+    last stage); teacher = `teacher_backbone` + `teacher_head`, frozen EMA copies. The student sees all crops, one
+    batched call per resolution (the global crops at `config.input_size`; the local crops at their own size, with
+    interpolated position embeddings for a ViT, pooled for a ResNet); the teacher sees the 2 global crops.
+    `post_optimizer_step` updates the teacher (cosine momentum 0.996 -> 1), the centre and the schedules (teacher
+    temperature warm-up, frozen last layer). The EMA covers parameters; a ResNet teacher's BatchNorm statistics come
+    from its own passes over the global crops, as in the reference (whose teacher also stays in train mode). The
+    **teacher** backbone is exported (a ResNet as itself).
 
     Differences from the reference:
         - No stochastic depth: transformers' `ViTModel` has no drop-path (DINO's student uses 0.1); D1 keeps the stock
           model so the export is a plain `ViTModel`.
+        - ResNets: BatchNorm statistics are per process. The reference converts student and teacher BatchNorms to
+          `SyncBatchNorm` for multi-GPU runs; ssl_hf's loop does not (as for BYOL); with your own multi-GPU loop,
+          apply `torch.nn.SyncBatchNorm.convert_sync_batchnorm` to the model before `accelerator.prepare`.
         - Schedules (teacher-temperature warm-up, frozen last layer) are fractions of the run, not epochs [I].
         - The centre is updated after the optimiser step from the mean teacher output of all micro-batches of the
           step (DINO updates it in the loss, once per step without accumulation); identical without accumulation.
@@ -51,20 +58,20 @@ class DINOForPreTraining(SelfDistillationPreTrainedModel):
 
     config_class = DINOConfig
     base_model_prefix = "dino"
-    _no_split_modules = ["ViTEmbeddings", "ViTLayer"]
+    _no_split_modules = ["ViTEmbeddings", "ViTLayer", "ResNetStage"]
     _export_backbone = "teacher_backbone"
     _student_modules = ("backbone", "head")
 
     def __init__(self, config: DINOConfig):
         super().__init__(config)
-        self.backbone = ViTModel(config.backbone_config, add_pooling_layer=False)
-        self.head = DINOHead.from_config(config, config.backbone_config.hidden_size, config.out_dim)
+        self.backbone = build_backbone(config.backbone_config)
+        self.head = DINOHead.from_config(config, feature_dim(config.backbone_config), config.out_dim)
         self._register_schedules({"center": config.out_dim})
         self._finish_init()
 
-    def _logits(self, backbone: ViTModel, head: DINOHead, crops: Tensor, freeze_last_layer: bool = False) -> Tensor:
-        cls = backbone(pixel_values=crops, interpolate_pos_encoding=True).last_hidden_state[:, 0]
-        return head(cls, freeze_last_layer=freeze_last_layer)
+    def _logits(self, backbone: nn.Module, head: DINOHead, crops: Tensor, freeze_last_layer: bool = False) -> Tensor:
+        features = global_features(backbone, crops, interpolate_pos_encoding=True)  # (N, D), any crop size
+        return head(features, freeze_last_layer=freeze_last_layer)
 
     def forward(
         self, pixel_values: Tensor, local_pixel_values: Tensor | None = None, return_dict: bool = True

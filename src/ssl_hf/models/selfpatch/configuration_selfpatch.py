@@ -2,6 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
+from ...backbones import is_resnet
 from ...configuration_base import SelfDistillationConfig
 
 
@@ -45,6 +46,14 @@ class SelfPatchConfig(SelfDistillationConfig):
     center_includes_local_crops: bool = True
     backbone_cls_token: bool = False
     use_position_embeddings: bool = True
+
+    def validate_backbone(self):
+        if is_resnet(self.backbone_config):
+            raise ValueError(
+                "SelfPatch needs a ViT backbone: its patch loss matches each patch token with an aggregate of its "
+                "neighbouring patch tokens, and a ResNet has no patch tokens. DINO (--method dino) takes a ResNet."
+            )
+        super().validate_backbone()
 
     def validate_selfpatch(self):
         if self.patch_out_dim < 1 or self.num_aggregation_blocks < 1:

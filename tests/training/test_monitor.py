@@ -256,3 +256,12 @@ def test_training_curves_png(tmp_path):
     path = plot_training_curves(tmp_path)
     assert path == tmp_path / "training_curves.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("align", "alarm"), [(1e-5, "identical branches"), (20.0, "alignment dominates")])
+def test_asl_branch_alarms(align, alarm):
+    stats = collapse_statistics(SimpleNamespace(loss_align=torch.tensor(align), loss_mae=torch.tensor(1.0)), None)
+    assert stats["align_to_mae"] == pytest.approx(align)
+    assert CollapseAlarms(warmup_steps=0, log=lambda message: None).check(1, stats) == [alarm]
+    healthy = collapse_statistics(SimpleNamespace(loss_align=torch.tensor(0.01), loss_mae=torch.tensor(0.7)), None)
+    assert CollapseAlarms(warmup_steps=0).check(1, healthy) == []

@@ -154,7 +154,8 @@ def collapse_statistics(output, model: nn.Module) -> dict[str, float]:
       sharpened teacher distribution, with `teacher_entropy_max` = log K (uniform: collapse by flattening) and
       `teacher_batch_entropy`, the entropy of its batch mean (near 0: every image picks the same prototype), and
       `center_norm`.
-    - ASL (`loss_align` and `loss_mae`): `align_to_mae`, their ratio.
+    - ASL (`loss_align` and `loss_mae`): `align_to_mae`, their ratio (over 10: alignment dominates; under 1e-3: both
+      branches predict the same, often a constant).
     """
     stats: dict[str, float] = {}
     targets = getattr(output, "target_projections", None)
@@ -218,7 +219,14 @@ ALARMS = (
         "alignment dominates",
         lambda s: "align_to_mae" in s and s["align_to_mae"] > 10.0,
         "loss_align is over 10x loss_mae: the alignment term drives the encoder more than the reconstruction. "
-        "Usually fixed by a lower align_weight.",
+        "Usually fixed by a lower alignment_weight.",
+    ),
+    Alarm(
+        "identical branches",
+        lambda s: "align_to_mae" in s and s["align_to_mae"] < 1e-3,
+        "loss_align is under 1/1000 of loss_mae: both branches predict the same pixels, usually a constant the "
+        "decoder gives whatever it sees (loss_mae stays near its start). Measured on digit-scenes at weight 1: ~700 "
+        "steps stuck there. Usually fixed by a lower alignment_weight.",
     ),
 )
 

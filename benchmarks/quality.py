@@ -13,7 +13,7 @@ For each dataset, method and seed:
 
 `benchmarks/results/quality/raw_pixels.json` (k-NN and linear probe on the evaluation view's pixels) is computed once.
 `python benchmarks/report.py` then renders the README tables (`report_quality.py`). A result whose recipe (command,
-evaluation dataset, probe epochs) did not change is not evaluated again (delete the file to re-evaluate).
+preset fields, evaluation dataset, probe epochs) did not change is not evaluated again (delete the file to re-evaluate).
 
     python benchmarks/quality.py --methods mae,asl,tec,byol,msbreg,dino,selfpatch --seeds 0,1
     python benchmarks/quality.py --methods byol --seeds 0 --max_steps 50 --results /tmp/look  # a quick look
@@ -131,22 +131,28 @@ def pretrain(args, dataset: str, method: str, seed: int) -> tuple[Path, dict]:
     base = export(pretrain(args, dataset, "mae", seed)[0]) if method == "tec" else None
     run = run_dir(args, dataset, method, seed)
     flags = pretrain_flags(args, dataset, method, seed, base)
+    preset = preset_fields(method)
     record = run / "quality_run.json"
     if (run / "final").is_dir():
         info = json.loads(record.read_text()) if record.is_file() else {"flags": flags, "wall_seconds": None}
-        if info["flags"] != flags:
+        if info["flags"] != flags or info.get("preset_fields", preset) != preset:
             raise SystemExit(
-                f"{run} holds a finished run made with other flags ({shlex.join(info['flags'])}); remove it or choose "
-                "another --workdir"
+                f"{run} holds a finished run made with other flags ({shlex.join(info['flags'])}) or another version "
+                f"of the {method}-cpu preset; remove it or choose another --workdir"
             )
         return run, info
     run.mkdir(parents=True, exist_ok=True)
     print(f"{dataset} {method} seed {seed}: pre-training (log {run / 'pretrain.log'})", flush=True)
     start = time.perf_counter()
     launch(flags, run / "pretrain.log")
-    info = {"flags": flags, "wall_seconds": round(time.perf_counter() - start, 1)}
+    info = {"flags": flags, "preset_fields": preset, "wall_seconds": round(time.perf_counter() - start, 1)}
     record.write_text(json.dumps(info, indent=1) + "\n")
     return run, info
+
+
+def preset_fields(method: str) -> dict:
+    """The fields of `<method>-cpu` as a JSON round trip gives them back (lists, not tuples)."""
+    return json.loads(json.dumps(ssl_hf.get_method(method).presets[f"{method}-cpu"]))
 
 
 def training_summary(run: Path) -> dict:
@@ -215,8 +221,8 @@ def run(args, dataset: str, method: str, seed: int) -> dict:
     command = relative(
         "ssl-hf pretrain " + shlex.join(pretrain_flags(args, dataset, method, seed, base)), args.workdir
     )
-    recipe = {"command": command, "eval_dataset": relative(args.eval_dataset, args.workdir)}
-    recipe["probe_epochs"] = args.probe_epochs
+    recipe = {"command": command, "preset_fields": preset_fields(method)}
+    recipe |= {"eval_dataset": relative(args.eval_dataset, args.workdir), "probe_epochs": args.probe_epochs}
     if path.is_file():
         done = json.loads(path.read_text())
         if all(done.get(k) == v for k, v in recipe.items()):
@@ -230,7 +236,6 @@ def run(args, dataset: str, method: str, seed: int) -> dict:
         "seed": seed,
         "dataset": dataset,
         "preset": f"{method}-cpu",
-        "preset_fields": spec.presets[f"{method}-cpu"],
         "max_steps_override": args.max_steps,
         "extra": relative(args.extra, args.workdir),
         **recipe,

@@ -237,3 +237,19 @@ def write_square_folders(root: Path, levels: dict[str, int], per_class: int, noi
                 pixels = np.clip(level + rng.integers(-noise, noise + 1, (32, 32, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(root / split / name / f"{i}.png")
     return root
+
+
+def run_in_fresh_process(script: str, *args: str, cwd: Path, timeout: int = 180) -> dict:
+    """Runs `python -c script args` offline in a fresh interpreter whose working directory is `cwd` (not the repo, so
+    nothing of ssl_hf is on the path but the installed package); returns the JSON of its last printed line."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,15 +1,12 @@
 """Export: the MAE encoder becomes a stock transformers model (ViTModel / Dinov2Model) + processor + model card."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_mae_config
+from conftest import run_in_fresh_process, tiny_mae_config
 from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModel, Dinov2Backbone, Dinov2Model, ViTModel
@@ -123,18 +120,7 @@ def test_export_loads_with_plain_transformers_in_a_fresh_process(exported, tmp_p
     np.save(tmp_path / "x.npy", x.numpy())
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "image.png")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _SUBPROCESS, str(out), str(tmp_path)],
-        cwd=tmp_path,  # not the repo: nothing of ssl_hf on the path but the installed package
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_in_fresh_process(_SUBPROCESS, str(out), str(tmp_path), cwd=tmp_path, timeout=120)
     assert report == {
         "class": "ViTModel",
         "missing": [],

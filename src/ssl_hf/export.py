@@ -70,9 +70,7 @@ def export_pretrained(
     out.mkdir(parents=True, exist_ok=True)
     exported.save_pretrained(out)
     size = input_size(pretrained.config)
-    ViTImageProcessor(
-        size={"height": size, "width": size}, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), resample=3
-    ).save_pretrained(out)
+    write_processor(out, size)
     training = None
     if source_dir is not None and (source_dir / "training_args.json").is_file():
         training = json.loads((source_dir / "training_args.json").read_text())
@@ -82,6 +80,25 @@ def export_pretrained(
     card = render_card(exported, method, training, results, repo_id or out.name, size, base_model=base_model)
     card.save(out / "README.md")
     return out
+
+
+def write_processor(
+    output_dir: str | os.PathLike,
+    size: int,
+    image_mean: tuple[float, ...] = IMAGENET_MEAN,
+    image_std: tuple[float, ...] = IMAGENET_STD,
+) -> None:
+    """Writes the export's `preprocessor_config.json`: resize to `(size, size)` (bicubic), rescale 1/255, normalise.
+
+    Args:
+        output_dir: The export folder.
+        size: Input side in pixels.
+        image_mean: Per-channel mean of the normalisation (ImageNet's by default, as every ssl_hf view).
+        image_std: Per-channel standard deviation of the normalisation.
+    """
+    ViTImageProcessor(
+        size={"height": size, "width": size}, image_mean=list(image_mean), image_std=list(image_std), resample=3
+    ).save_pretrained(output_dir)
 
 
 def exported_encoder(
@@ -146,7 +163,8 @@ def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
     """Re-renders an export's `README.md` with evaluation results (keeps weights and configs untouched).
 
     The method, the repo id (`model_name`) and the base model come from `training_args.json` when the export has
-    one, else from the card the export wrote.
+    one, else from the card the export wrote. The card of an `ssl-hf convert` export keeps its source
+    (`conversion.json`).
 
     Args:
         export_dir: An `ssl-hf export` folder.
@@ -170,8 +188,18 @@ def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
         method = method or (own_tags[0] if own_tags else None)
         if not ((training or {}).get("model_config") or {}).get("base_model"):
             base_model = getattr(previous, "base_model", None)  # a Hub id only: local paths are not in the metadata
+    conversion_path = export_dir / "conversion.json"  # an `ssl-hf convert` export keeps its source in the card
+    conversion = json.loads(conversion_path.read_text()) if conversion_path.is_file() else None
+    method = method or (conversion or {}).get("method")
     card = render_card(
-        model, method or "unknown", training, results, repo_id, processor_size(export_dir), base_model=base_model
+        model,
+        method or "unknown",
+        training,
+        results,
+        repo_id,
+        processor_size(export_dir),
+        base_model=base_model,
+        conversion=conversion,
     )
     card.save(readme)
     return readme
@@ -240,6 +268,7 @@ def render_card(
     repo_id: str,
     image_size: int | None = None,
     base_model: str | None = None,
+    conversion: dict | None = None,
 ) -> ModelCard:
     """Renders `model_cards/template.md` with `huggingface_hub.ModelCard`.
 
@@ -256,12 +285,16 @@ def render_card(
         image_size: Input side; ViT configs carry their own.
         base_model: Path or Hub id of the model this one learnt from (TEC's `base_model`); read from the recorded
             `model_config` when None.
+        conversion: The `conversion.json` of an `ssl-hf convert` export: its `card` entries (source note, paper,
+            bibtex, license, training note, intended use, limitations, ...) replace the method's yaml text.
 
     Returns:
         The rendered card (`card.save(path)` writes `README.md`).
     """
     info_path = CARDS_DIR / f"{method}.yaml"
     info = yaml.safe_load(info_path.read_text()) if info_path.is_file() else {}
+    converted = (conversion or {}).get("card") or {}
+    info = {**info, **converted, "tags": list(dict.fromkeys([*info.get("tags", []), *converted.get("tags", [])]))}
     t = (training or {}).get("training", {})
     dataset = t.get("dataset")
     recorded = (training or {}).get("model_config") or {}
@@ -343,7 +376,8 @@ def render_card(
         image_size=image_size,
         num_params=_count(sum(p.numel() for p in model.parameters())),
         pooler_note=pooler_note,
-        training_details=_training_section(training),
+        training_details=converted.get("training_note") or _training_section(training),
+        source_note=converted.get("source_note", ""),
         evaluation_table=_evaluation_section(results),
         intended_use=info.get("intended_use", ""),
         limitations=info.get("limitations", ""),

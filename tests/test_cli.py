@@ -123,7 +123,7 @@ def test_unknown_command(capsys):
 def test_no_command_is_an_error_and_help_is_not(capsys):
     assert _exit_code([]) == 2
     assert _exit_code(["--help"]) == 0
-    assert "ssl-hf {pretrain,export,evaluate,push}" in capsys.readouterr().out
+    assert "ssl-hf {pretrain,export,evaluate,push,convert}" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------- value parsing

@@ -1,4 +1,4 @@
-"""`ssl-hf pretrain | export | evaluate | push`: argument parsing only; the work is done by the modules it calls.
+"""`ssl-hf pretrain | export | evaluate | push | convert`: argument parsing only; the modules it calls do the work.
 
 `ssl-hf pretrain` accepts every field of the method's config and of the backbone config as `--<field> value`,
 every `TrainingArguments` field, and `--config FILE.yaml` (sections `model`, `training`, `data`, or flat keys);
@@ -369,7 +369,50 @@ def _push(argv: list[str]) -> None:
     print(f"Pushed {args.export} to {args.repo_id}: {url}")
 
 
-COMMANDS = {"pretrain": _pretrain, "export": _export, "evaluate": _evaluate, "push": _push}
+def _convert(argv: list[str]) -> None:
+    from ssl_hf.convert import FORMATS, HEADS_BY_WIDTH, convert_checkpoint
+
+    parser = argparse.ArgumentParser(
+        prog="ssl-hf convert",
+        description="Convert an official released checkpoint (MAE, DINO, iBOT, TEC, SelfPatch, timm ViT, torchvision "
+        "ResNet, solo-learn, lightly) into the stock transformers export `ssl-hf export` writes.",
+    )
+    parser.add_argument(
+        "checkpoint", help="The released .pth / .ckpt file (required; read with torch.load(weights_only=True))."
+    )
+    parser.add_argument(
+        "--from",
+        dest="source_format",
+        required=True,
+        choices=list(FORMATS),
+        help="Layout of the checkpoint (required): "
+        + "; ".join(f"{f.name} ({f.repo})" for f in FORMATS.values())
+        + ".",
+    )
+    parser.add_argument("--output_dir", required=True, help="New (or empty) folder for the export (required).")
+    parser.add_argument(
+        "--num_attention_heads",
+        type=int,
+        help="ViT attention heads (default: None = from the width: "
+        + ", ".join(f"{w} -> {h}" for w, h in HEADS_BY_WIDTH.items())
+        + ").",
+    )
+    parser.add_argument(
+        "--image_size",
+        type=int,
+        help="Input side in pixels (default: None = the ViT's position grid x patch size; 224 for ResNets). Another "
+        "ViT size resizes the position table.",
+    )
+    parser.add_argument("--repo_id", help="Hub id used in the card's snippets (default: None = the folder name).")
+    args = parser.parse_args(argv)
+    out = convert_checkpoint(
+        args.checkpoint, args.output_dir, args.source_format, args.num_attention_heads, args.image_size, args.repo_id
+    )
+    exported = json.loads((out / "config.json").read_text())
+    print(f"Converted {Path(args.checkpoint).name} ({args.source_format}) to {exported['architectures'][0]} in {out}")
+
+
+COMMANDS = {"pretrain": _pretrain, "export": _export, "evaluate": _evaluate, "push": _push, "convert": _convert}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from transformers import AutoConfig, Dinov2Model, PreTrainedConfig, ViTMAEModel,
 SUPPORTED_TYPES = {"vit": ViTModel, "vit_mae": ViTMAEModel, "dinov2": Dinov2Model}
 _WHAT = (
     "Give the folder (or Hub id) of an `ssl-hf export`, of a transformers ViTModel / ViTMAEModel / Dinov2Model "
-    "checkpoint, or of an ssl_hf run's `final/` folder."
+    "checkpoint or of an ssl_hf run's `final/` folder, or an official MAE / iBOT / DINO / TEC `.pth` file."
 )
 
 
@@ -66,9 +66,11 @@ class BaseModelInfo:
 
 
 def read_base_config(name_or_path: str, revision: str | None = None) -> PreTrainedConfig:
-    """Reads only the config of a base model (no weights)."""
+    """Reads only the config of a base model (no weights); an official `.pth` file is read and not converted."""
     import ssl_hf  # noqa: F401  registers ssl_hf configs for run checkpoints
 
+    if os.path.isfile(name_or_path):
+        return _official_checkpoint(name_or_path, read=True)
     try:
         return AutoConfig.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as err:
@@ -76,10 +78,12 @@ def read_base_config(name_or_path: str, revision: str | None = None) -> PreTrain
 
 
 def load_base_encoder(name_or_path: str | os.PathLike, revision: str | None = None) -> nn.Module:
-    """Loads the encoder of a base model, frozen and in eval mode."""
+    """Loads the encoder of a base model, frozen and in eval mode (an official `.pth` is converted in memory)."""
     from transformers import AutoModelForPreTraining
 
     name_or_path = str(name_or_path)
+    if os.path.isfile(name_or_path):
+        return freeze(_official_checkpoint(name_or_path, read=False))
     config = read_base_config(name_or_path, revision)
     BaseModelInfo.from_config(config, f"'{name_or_path}'")
     if config.model_type.startswith("ssl_"):
@@ -89,6 +93,20 @@ def load_base_encoder(name_or_path: str | os.PathLike, revision: str | None = No
     else:
         encoder = SUPPORTED_TYPES[config.model_type].from_pretrained(name_or_path, revision=revision)
     return freeze(encoder)
+
+
+def _official_checkpoint(path: str, read: bool):
+    """The `ViTConfig` (`read`) or the `ViTModel` of a released timm-style ViT file (MAE, iBOT, DINO, TEC, ...)."""
+    from ...convert import ConversionError, load_vit_encoder, read_vit_config
+
+    try:
+        return read_vit_config(path) if read else load_vit_encoder(path)
+    except ConversionError as err:
+        raise ValueError(
+            f"Cannot use '{path}' as TEC's base model: {err} A base-model file must hold a timm-style ViT with cls "
+            "token (MAE, iBOT, DINO or TEC release); for other widths or layouts convert it first with `ssl-hf "
+            "convert` and pass the output folder."
+        ) from err
 
 
 def freeze(encoder: nn.Module) -> nn.Module:

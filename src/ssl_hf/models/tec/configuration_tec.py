@@ -18,8 +18,9 @@ class TECConfig(MaskedImageConfig):
 
     Args:
         base_model: Path or Hub id of the base model: an `ssl-hf export` folder (`vit` or `dinov2` format), a
-            `transformers` `ViTModel` / `ViTMAEModel` / `Dinov2Model` checkpoint, or an ssl_hf pre-training checkpoint
-            (its exported encoder is used). It is frozen and never saved with this model; resuming reloads it.
+            `transformers` `ViTModel` / `ViTMAEModel` / `Dinov2Model` checkpoint, an ssl_hf pre-training checkpoint (its
+            exported encoder is used), or an official MAE / iBOT / DINO / TEC `.pth` file (a timm-style ViT, converted
+            in memory by `ssl_hf.convert`). It is frozen and never saved with this model; resuming reloads it.
         base_model_revision: Hub revision of `base_model`.
         base_hidden_size: Width C_t of the base model (filled from its config when the model is built).
         base_num_attention_heads: Heads H_t of the base model (filled from its config when the model is built).

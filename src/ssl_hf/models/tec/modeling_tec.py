@@ -261,9 +261,10 @@ class TECForPreTraining(TECPreTrainedModel):
         elif config.base_model is None:
             raise ValueError(
                 "TEC learns from a pretrained base model: set TECConfig.base_model (--base_model PATH_OR_ID) to an "
-                "`ssl-hf export` folder, a transformers ViT/ViTMAE/DINOv2 checkpoint or a run's final/ folder."
+                "`ssl-hf export` folder, a transformers ViT/ViTMAE/DINOv2 checkpoint, a run's final/ folder or an "
+                "official MAE/iBOT/DINO/TEC .pth file."
             )
-        elif os.path.isdir(config.base_model):  # record where it is, so a resume from another folder finds it
+        elif os.path.exists(config.base_model):  # record where it is, so a resume from another folder finds it
             config.base_model = os.path.abspath(config.base_model)
         if base_model is None and config.base_hidden_size is None:
             # read only the base model's config; its weights are loaded on first use

@@ -404,7 +404,36 @@ def _convert(argv: list[str]) -> None:
         "ViT size resizes the position table.",
     )
     parser.add_argument("--repo_id", help="Hub id used in the card's snippets (default: None = the folder name).")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="Write the whole ssl_hf pre-training model instead of the encoder export (default: off): MAE *_full.pth "
+        "-> MAEForPreTraining (encoder + decoder), DINO full checkpoint -> DINOForPreTraining (student, teacher, "
+        "heads, centre). Continue with `ssl-hf pretrain --method M --init_from DIR`. --from mae and dino only.",
+    )
+    parser.add_argument(
+        "--decoder_num_attention_heads",
+        type=int,
+        help="--full, MAE: decoder attention heads (default: None = 16 for MAE's 512-wide decoders).",
+    )
     args = parser.parse_args(argv)
+    if args.full:
+        from ssl_hf.convert.full import convert_full_checkpoint
+
+        if args.image_size is not None or args.repo_id is not None:
+            raise ValueError("--image_size and --repo_id apply to the encoder export, not to --full.")
+        out = convert_full_checkpoint(
+            args.checkpoint,
+            args.output_dir,
+            args.source_format,
+            args.num_attention_heads,
+            args.decoder_num_attention_heads,
+        )
+        model_class = json.loads((out / "conversion.json").read_text())["model_class"]
+        print(f"Converted {Path(args.checkpoint).name} ({args.source_format}, full) to {model_class} in {out}")
+        return
+    if args.decoder_num_attention_heads is not None:
+        raise ValueError("--decoder_num_attention_heads applies to --full only.")
     out = convert_checkpoint(
         args.checkpoint, args.output_dir, args.source_format, args.num_attention_heads, args.image_size, args.repo_id
     )

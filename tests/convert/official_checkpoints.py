@@ -147,23 +147,28 @@ def timm_vit_forward(
             x = torch.cat([cls.expand(batch, -1, -1), x], dim=1) + positions
     else:
         x = x + positions
-    tokens, head_dim = x.shape[1], width // num_heads
     depth = 1 + max(int(k[len(p) + 7 :].split(".")[0]) for k in sd if k.startswith(f"{p}blocks."))
     for i in range(depth):
-        b = f"{p}blocks.{i}."
-        h = F.layer_norm(x, (width,), sd[f"{b}norm1.weight"], sd[f"{b}norm1.bias"], EPS)
-        qkv = F.linear(h, sd[f"{b}attn.qkv.weight"], sd.get(f"{b}attn.qkv.bias"))
-        q, k, v = qkv.reshape(batch, tokens, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        attention = ((q @ k.transpose(-2, -1)) * head_dim**-0.5).softmax(dim=-1)
-        h = (attention @ v).transpose(1, 2).reshape(batch, tokens, width)
-        x = x + F.linear(h, sd[f"{b}attn.proj.weight"], sd[f"{b}attn.proj.bias"])
-        h = F.layer_norm(x, (width,), sd[f"{b}norm2.weight"], sd[f"{b}norm2.bias"], EPS)
-        h = F.linear(F.gelu(F.linear(h, sd[f"{b}mlp.fc1.weight"], sd[f"{b}mlp.fc1.bias"])), *_fc2(sd, b))
-        x = x + h
+        x = timm_block(sd, f"{p}blocks.{i}.", x, num_heads)
     if not apply_norm:
         return x
     norm = final_norm or (sd[f"{p}norm.weight"], sd[f"{p}norm.bias"])
     return F.layer_norm(x, (width,), *norm, EPS)
+
+
+def timm_block(sd: dict[str, Tensor], b: str, x: Tensor, num_heads: int) -> Tensor:
+    """One pre-norm timm block (keys under `b`): fused qkv split head-major, exact GELU, LayerNorm eps 1e-6."""
+    batch, tokens, width = x.shape
+    head_dim = width // num_heads
+    h = F.layer_norm(x, (width,), sd[f"{b}norm1.weight"], sd[f"{b}norm1.bias"], EPS)
+    qkv = F.linear(h, sd[f"{b}attn.qkv.weight"], sd.get(f"{b}attn.qkv.bias"))
+    q, k, v = qkv.reshape(batch, tokens, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
+    attention = ((q @ k.transpose(-2, -1)) * head_dim**-0.5).softmax(dim=-1)
+    h = (attention @ v).transpose(1, 2).reshape(batch, tokens, width)
+    x = x + F.linear(h, sd[f"{b}attn.proj.weight"], sd[f"{b}attn.proj.bias"])
+    h = F.layer_norm(x, (width,), sd[f"{b}norm2.weight"], sd[f"{b}norm2.bias"], EPS)
+    h = F.linear(F.gelu(F.linear(h, sd[f"{b}mlp.fc1.weight"], sd[f"{b}mlp.fc1.bias"])), *_fc2(sd, b))
+    return x + h
 
 
 def _fc2(sd: dict[str, Tensor], block: str) -> tuple[Tensor, Tensor]:
@@ -243,3 +248,73 @@ def torchvision_resnet_forward(sd: dict[str, Tensor], pixel_values: Tensor, pref
             block += 1
         stage += 1
     return x.mean(dim=(2, 3))
+
+
+def mae_full_state_dict(
+    width: int = 192, depth: int = 2, patch: int = 4, image: int = 32, dec: int = 64, dec_depth: int = 2, seed: int = 0
+) -> dict[str, Tensor]:
+    """A random MAE `*_full.pth` state dict: the encoder plus the complete decoder of `models_mae.py`."""
+    sd = timm_vit_state_dict(width=width, depth=depth, patch=patch, image=image, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    rows = (image // patch) ** 2 + 1
+    sd["mask_token"] = _randn(gen, 1, 1, dec, scale=0.5)
+    sd["decoder_embed.weight"], sd["decoder_embed.bias"] = _randn(gen, dec, width, scale=0.1), _randn(gen, dec)
+    sd["decoder_pos_embed"] = _randn(gen, 1, rows, dec, scale=0.5)
+    block = timm_vit_state_dict(width=dec, depth=dec_depth, patch=patch, image=image, seed=seed + 1)
+    sd.update({f"decoder_{k}": v for k, v in block.items() if k.startswith("blocks.")})
+    sd["decoder_norm.weight"], sd["decoder_norm.bias"] = 1 + _randn(gen, dec, scale=0.1), _randn(gen, dec, scale=0.1)
+    sd["decoder_pred.weight"] = _randn(gen, patch * patch * 3, dec, scale=0.1)
+    sd["decoder_pred.bias"] = _randn(gen, patch * patch * 3)
+    return sd
+
+
+def mae_reference_loss(
+    sd: dict[str, Tensor], imgs: Tensor, noise: Tensor, mask_ratio: float, heads: int, dec_heads: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`models_mae.py`'s forward (norm-pix loss): masking by argsort of `noise`, encoder on the visible patches,
+    decoder with mask tokens un-shuffled by `ids_restore`; returns (loss, pred `(B, L, p*p*3)`, mask `(B, L)`)."""
+    weight = sd["patch_embed.proj.weight"]
+    width, patch = weight.shape[0], weight.shape[-1]
+    x = F.conv2d(imgs, weight, sd["patch_embed.proj.bias"], stride=patch).flatten(2).transpose(1, 2)
+    x = x + sd["pos_embed"][:, 1:]
+    batch, length = x.shape[:2]
+    keep = int(length * (1 - mask_ratio))
+    ids_shuffle = noise.argsort(dim=1)
+    ids_restore = ids_shuffle.argsort(dim=1)
+    x = torch.gather(x, 1, ids_shuffle[:, :keep, None].expand(-1, -1, width))
+    mask = torch.ones(batch, length)
+    mask[:, :keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    cls = sd["cls_token"] + sd["pos_embed"][:, :1]
+    x = torch.cat([cls.expand(batch, -1, -1), x], dim=1)
+    for i in range(1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))):
+        x = timm_block(sd, f"blocks.{i}.", x, heads)
+    x = F.layer_norm(x, (width,), sd["norm.weight"], sd["norm.bias"], EPS)
+    x = F.linear(x, sd["decoder_embed.weight"], sd["decoder_embed.bias"])
+    dec = x.shape[-1]
+    tokens = torch.cat([x[:, 1:], sd["mask_token"].expand(batch, length + 1 - x.shape[1], -1)], dim=1)
+    tokens = torch.gather(tokens, 1, ids_restore[:, :, None].expand(-1, -1, dec))
+    x = torch.cat([x[:, :1], tokens], dim=1) + sd["decoder_pos_embed"]
+    for i in range(1 + max(int(k.split(".")[1]) for k in sd if k.startswith("decoder_blocks."))):
+        x = timm_block(sd, f"decoder_blocks.{i}.", x, dec_heads)
+    x = F.layer_norm(x, (dec,), sd["decoder_norm.weight"], sd["decoder_norm.bias"], EPS)
+    pred = F.linear(x, sd["decoder_pred.weight"], sd["decoder_pred.bias"])[:, 1:]
+    h = imgs.shape[2] // patch
+    target = imgs.reshape(batch, 3, h, patch, h, patch).permute(0, 2, 4, 3, 5, 1).reshape(batch, h * h, -1)
+    target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + 1e-6) ** 0.5
+    loss = (((pred - target) ** 2).mean(dim=-1) * mask).sum() / mask.sum()
+    return loss, pred, mask
+
+
+def dino_head_forward(sd: dict[str, Tensor], prefix: str, features: Tensor) -> Tensor:
+    """`vision_transformer.py`'s `DINOHead` without BatchNorm: Linear-GELU MLP, L2 normalisation, then the weight-norm
+    last layer `g * v / ||v||` (row-wise norm of `weight_v`)."""
+    x, i = features, 0
+    while f"{prefix}mlp.{i}.weight" in sd:
+        x = F.linear(x, sd[f"{prefix}mlp.{i}.weight"], sd[f"{prefix}mlp.{i}.bias"])
+        if f"{prefix}mlp.{i + 2}.weight" in sd:
+            x = F.gelu(x)
+        i += 2
+    x = F.normalize(x, dim=-1, p=2)
+    v, g = sd[f"{prefix}last_layer.weight_v"], sd[f"{prefix}last_layer.weight_g"]
+    return F.linear(x, g * v / v.norm(dim=1, keepdim=True))

@@ -110,9 +110,10 @@ def test_help_gives_every_flag_and_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["convert", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for flag in ("--from", "--output_dir", "--num_attention_heads", "--image_size", "--repo_id"):
+    flags = ("--from", "--output_dir", "--num_attention_heads", "--image_size", "--repo_id", "--full")
+    for flag in (*flags, "--decoder_num_attention_heads"):
         assert flag in text
-    assert text.count("default: None") == 3
+    assert text.count("default: None") == 4
     assert "192 -> 3" in text
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import Tensor
@@ -73,9 +74,7 @@ def convert_checkpoint(
         ConversionError: Unknown format, output folder in use, unreadable file, or no encoder of the format in it.
     """
     fmt = _format(source_format)
-    source, out = Path(checkpoint), Path(output_dir).absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConversionError(f"--output_dir {out} exists and is not empty: give a new folder (or remove it first).")
+    source, out = Path(checkpoint), check_output_dir(output_dir)
     state, container = unwrap_state_dict(load_checkpoint_file(source), source=source.name)
     layout = find_encoder(state, fmt)
     if layout is None:
@@ -84,10 +83,8 @@ def convert_checkpoint(
     exported = vit_with_identity_pooler(model) if isinstance(model, ViTModel) else _as_exported(model)
     size = image_size or (224 if layout.architecture == RESNET else model.config.image_size)
     record = _record(fmt, source, container, layout, dropped_parts(state, layout), notes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.converting"  # hidden sibling: renamed at the end
-    work.mkdir()
-    try:
+
+    def write(work: Path) -> None:
         exported.save_pretrained(work)
         write_processor(work, size)
         (work / "conversion.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -95,12 +92,31 @@ def convert_checkpoint(
         render_card(exported, method, None, None, repo_id or out.name, size, conversion=record).save(
             work / "README.md"
         )
+
+    write_atomically(out, write)
+    logger.info("Converted %s (%s, %s) to %s", source.name, fmt.name, type(exported).__name__, out)
+    return out
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> Path:
+    """The absolute output folder, refused before any work when it exists and is not empty."""
+    out = Path(output_dir).absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConversionError(f"--output_dir {out} exists and is not empty: give a new folder (or remove it first).")
+    return out
+
+
+def write_atomically(out: Path, write: Callable[[Path], None]) -> None:
+    """Runs `write(folder)` on a hidden temporary sibling of `out`, then renames it to `out`; removes it on failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.converting"  # hidden sibling: renamed at the end
+    work.mkdir()
+    try:
+        write(work)
         os.rename(work, out)  # atomic; replaces an empty --output_dir
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    logger.info("Converted %s (%s, %s) to %s", source.name, fmt.name, type(exported).__name__, out)
-    return out
 
 
 def _format(name: str) -> SourceFormat:
@@ -157,7 +173,8 @@ def _as_exported(model: PreTrainedModel) -> PreTrainedModel:
     return exported
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -169,7 +186,7 @@ def _record(
     fmt: SourceFormat, source: Path, container: str, layout: EncoderLayout, dropped: dict[str, int], notes: list[str]
 ) -> dict:
     """`conversion.json`: the source, what was taken and dropped, and the card text of a converted export."""
-    sha256 = _sha256(source)
+    sha256 = sha256_of(source)
     entry = "the file" if container == "the top level" else f"the entry {container}"
     where = f"the top level of {entry}" if not layout.prefix else f"`{layout.prefix}*` of {entry}"
     dropped_text = ", ".join(f"`{name}` ({n} tensors)" for name, n in sorted(dropped.items())) or "nothing"

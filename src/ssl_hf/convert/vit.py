@@ -260,22 +260,35 @@ def _encoder_weights(vit: TimmViT, state: dict[str, Tensor], names: dict[str, st
         f"{names['patch']}.bias": state.get(f"{p}patch_embed.proj.bias", torch.zeros(width, dtype=weight.dtype)),
     }
     for i in range(vit.num_hidden_layers):
-        src, dst = f"{p}blocks.{i}.", names["block"].format(i=i)
-        qkv_weight = state[f"{src}attn.qkv.weight"]
-        qkv = state.get(f"{src}attn.qkv.bias", torch.zeros(3 * width, dtype=qkv_weight.dtype))
-        for part, rows, bias in zip(("q", "k", "v"), qkv_weight.chunk(3, dim=0), qkv.chunk(3, dim=0)):
-            out[f"{dst}{names[part]}.weight"] = rows
-            if qkv_bias:
-                out[f"{dst}{names[part]}.bias"] = bias
-        for ours, theirs in (("proj", "attn.proj"), ("norm1", "norm1"), ("norm2", "norm2")):
-            out[f"{dst}{names[ours]}.weight"] = state[f"{src}{theirs}.weight"]
-            out[f"{dst}{names[ours]}.bias"] = state[f"{src}{theirs}.bias"]
-        for layer in ("fc1", "fc2"):
-            out[f"{dst}{names[layer]}.weight"] = state[f"{src}mlp.{layer}.weight"]
-            out[f"{dst}{names[layer]}.bias"] = state[f"{src}mlp.{layer}.bias"]
+        out.update(block_weights(state, f"{p}blocks.{i}.", names["block"].format(i=i), qkv_bias, names))
     norm = vit.final_norm or (torch.ones(width, dtype=weight.dtype), torch.zeros(width, dtype=weight.dtype))
     out[f"{names['final']}.weight"], out[f"{names['final']}.bias"] = norm
     return {k: v.clone() for k, v in out.items()}  # own storage: no views into the (possibly large) checkpoint
+
+
+def block_weights(
+    state: dict[str, Tensor], src: str, dst: str, qkv_bias: bool = True, names: dict[str, str] | None = None
+) -> dict[str, Tensor]:
+    """One timm-style pre-norm block (keys under `src`) as a transformers `ViTLayer` (keys under `dst`).
+
+    q, k and v are the row blocks of the fused `attn.qkv` (zero biases when the source has none and `qkv_bias`).
+    Also used for MAE's decoder blocks (`decoder_blocks.i.`), which have the encoder's layout.
+    """
+    names = names or _VIT_NAMES
+    out = {}
+    qkv_weight = state[f"{src}attn.qkv.weight"]
+    qkv = state.get(f"{src}attn.qkv.bias", torch.zeros(qkv_weight.shape[0], dtype=qkv_weight.dtype))
+    for part, rows, bias in zip(("q", "k", "v"), qkv_weight.chunk(3, dim=0), qkv.chunk(3, dim=0)):
+        out[f"{dst}{names[part]}.weight"] = rows
+        if qkv_bias:
+            out[f"{dst}{names[part]}.bias"] = bias
+    for ours, theirs in (("proj", "attn.proj"), ("norm1", "norm1"), ("norm2", "norm2")):
+        out[f"{dst}{names[ours]}.weight"] = state[f"{src}{theirs}.weight"]
+        out[f"{dst}{names[ours]}.bias"] = state[f"{src}{theirs}.bias"]
+    for layer in ("fc1", "fc2"):
+        out[f"{dst}{names[layer]}.weight"] = state[f"{src}mlp.{layer}.weight"]
+        out[f"{dst}{names[layer]}.bias"] = state[f"{src}mlp.{layer}.bias"]
+    return out
 
 
 def timm_vit_to_hf(

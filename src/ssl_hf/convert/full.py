@@ -1,0 +1,360 @@
+"""`ssl-hf convert --full`: a released training checkpoint -> a `save_pretrained` folder of the ssl_hf pre-training model.
+
+The output (`config.json`, `model.safetensors`, `conversion.json`) loads with `AutoModelForPreTraining` after
+`import ssl_hf` and starts a new run with `ssl-hf pretrain --method M --init_from DIR`. Layouts, read from the
+projects' code (nothing copied):
+
+- MAE, facebookresearch/mae `models_mae.py` (`MaskedAutoencoderViT`: `decoder_embed`, `mask_token`,
+  `decoder_pos_embed`, `decoder_blocks.i` in the encoder's timm block layout, `decoder_norm`, `decoder_pred`);
+  `*_full.pth` = `{'model': sd}`, trained with `norm_pix_loss` (MAE README); training checkpoints add `args`.
+- DINO, facebookresearch/dino `main_dino.py` (`MultiCropWrapper(backbone, head)`; checkpoint `student` (DDP
+  `module.`), `teacher`, `dino_loss` with `center (1, K)`, `args`) and `vision_transformer.py` (`DINOHead`: `mlp` =
+  Linear, [BatchNorm1d], GELU, ..., Linear to the bottleneck, a single `nn.Linear` when `nlayers == 1`; L2
+  normalisation; `last_layer = weight_norm(Linear(bottleneck, K, bias=False))` with `weight_g (K, 1)` and
+  `weight_v (K, bottleneck)`: `W = g * v / ||v||` row-wise, which is `WeightNormLinear`'s `gain * normalize(weight)`).
+
+The architecture comes from the shapes; the rest of the config from the checkpoint's `args` when it has them, else
+from the method's defaults. `conversion.json` says which fields came from where.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedConfig, PreTrainedModel
+
+from .encoder import check_output_dir, sha256_of, write_atomically
+from .layouts import (
+    FORMATS,
+    RESNET,
+    VIT,
+    ConversionError,
+    find_encoder,
+    load_checkpoint_file,
+    preview,
+    unwrap_state_dict,
+)
+from .resnet import read_torchvision_resnet, torchvision_resnet_to_hf
+from .vit import _BLOCK_KEYS, block_weights, read_timm_vit, vit_weights
+
+
+logger = logging.getLogger(__name__)
+
+# MAE's decoders: width 512, 16 heads for every released model (`models_mae.py` `mae_vit_*_dec512d8b`).
+MAE_DECODER_HEADS = {512: 16}
+
+FULL_FORMATS = ("mae", "dino")
+
+
+class _Record:
+    """What a conversion inferred from shapes, read from the checkpoint's `args`, and left at the defaults."""
+
+    def __init__(self) -> None:
+        self.inferred: dict[str, object] = {}
+        self.from_args: dict[str, object] = {}
+        self.notes: list[str] = []
+
+
+def convert_full_checkpoint(
+    checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    source_format: str,
+    num_attention_heads: int | None = None,
+    decoder_num_attention_heads: int | None = None,
+) -> Path:
+    """Converts a released training checkpoint into the ssl_hf pre-training model of its method (public API).
+
+    Args:
+        checkpoint: MAE `*_full.pth` (or a training checkpoint) or DINO `*_full_checkpoint.pth` / `checkpoint.pth`.
+        output_dir: Destination; must not exist or be empty (written under a temporary name, renamed at the end).
+        source_format: `mae` or `dino`.
+        num_attention_heads: Encoder heads (default: the standard heads of the width).
+        decoder_num_attention_heads: MAE decoder heads (default: 16 for MAE's 512-wide decoders).
+
+    Returns:
+        The output folder.
+
+    Raises:
+        FileNotFoundError: No checkpoint file.
+        ConversionError: Unsupported format, output folder in use, not a full checkpoint, or tensors missing/unknown.
+    """
+    if source_format not in FULL_FORMATS:
+        known = ", ".join(FORMATS)
+        raise ConversionError(
+            f"--full supports --from {' and '.join(FULL_FORMATS)} for now; '{source_format}' "
+            + (
+                "is not implemented yet: convert its encoder without --full."
+                if source_format in FORMATS
+                else f"is not a format ({known})."
+            )
+        )
+    source, out = Path(checkpoint), check_output_dir(output_dir)
+    loaded = load_checkpoint_file(source)
+    record = _Record()
+    if source_format == "mae":
+        model = _mae(loaded, source.name, num_attention_heads, decoder_num_attention_heads, record)
+    else:
+        model = _dino(loaded, source.name, num_attention_heads, record)
+    fmt = FORMATS[source_format]
+    conversion = {
+        "format": fmt.name,
+        "mode": "full",
+        "method": fmt.card_method,
+        "model_class": type(model).__name__,
+        "source_file": source.name,
+        "source_sha256": sha256_of(source),
+        "source_repo": fmt.repo,
+        "inferred_from_shapes": record.inferred,
+        "from_checkpoint_args": record.from_args,
+        "defaults": "every other config field is the method's default (see config.json)",
+        "notes": record.notes,
+    }
+
+    def write(work: Path) -> None:
+        model.save_pretrained(work)
+        (work / "conversion.json").write_text(json.dumps(conversion, indent=2, default=str) + "\n")
+
+    write_atomically(out, write)
+    logger.info("Converted %s (%s, full) to %s in %s", source.name, fmt.name, type(model).__name__, out)
+    return out
+
+
+def _args(loaded: object) -> dict:
+    """The training options saved with a checkpoint (`args`, an `argparse.Namespace` or dict), else empty."""
+    args = loaded.get("args") if isinstance(loaded, dict) else None
+    return dict(vars(args)) if hasattr(args, "__dict__") else dict(args) if isinstance(args, dict) else {}
+
+
+def _take(args: dict, name: str, field: str, values: dict, record: _Record, convert=lambda v: v) -> None:
+    if args.get(name) is not None:
+        values[field] = convert(args[name])
+        record.from_args[field] = f"args.{name} = {args[name]}"
+
+
+def _check_all_used(state: dict[str, Tensor], used: set[str], what: str) -> None:
+    unused = sorted(set(state) - used)
+    if unused:
+        raise ConversionError(
+            f"{what} has tensors this conversion does not know: {preview(unused)}. They would be lost, so the "
+            "conversion stops."
+        )
+
+
+def _load(model: PreTrainedModel, weights: dict[str, Tensor]) -> PreTrainedModel:
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True)
+    except RuntimeError as err:
+        raise ConversionError(f"The converted weights do not fit {type(model).__name__}: {err}") from err
+    return model.eval()
+
+
+def _mae(
+    loaded: object, source: str, heads: int | None, decoder_heads: int | None, record: _Record
+) -> PreTrainedModel:
+    """`MAEForPreTraining` from MAE's `MaskedAutoencoderViT` state dict (encoder + decoder)."""
+    from ..models.mae import MAEConfig, MAEForPreTraining
+
+    state, _ = unwrap_state_dict(loaded, source=source)
+    if "decoder_embed.weight" not in state:
+        raise ConversionError(
+            f"{source} has no MAE decoder (`decoder_embed`, `decoder_blocks`, ...): it is an encoder-only file such as "
+            "mae_pretrain_vit_*.pth. --full needs a *_full.pth release or a training checkpoint; drop --full to "
+            "export the encoder."
+        )
+    vit = read_timm_vit(state, "")
+    if vit.cls_token is None:
+        raise ConversionError(f"{source}: MAE's encoder has a cls token (`cls_token`), this file has none.")
+    encoder, vit_config = vit_weights(vit, state, heads)
+    weights = {f"backbone.{k}": v for k, v in encoder.items()}
+    used = set(vit.consumed)
+    depth = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("decoder_blocks.")), default=-1)
+    block_keys = (*_BLOCK_KEYS, *(("attn.qkv.bias",) * vit.qkv_bias))
+    required = [
+        *(f"decoder_{n}.{leaf}" for n in ("embed", "norm", "pred") for leaf in ("weight", "bias")),
+        "mask_token",
+        "decoder_pos_embed",
+        *(f"decoder_blocks.{i}.{k}" for i in range(depth) for k in block_keys),
+    ]
+    missing = [k for k in required if k not in state]
+    if depth < 1 or missing:
+        raise ConversionError(f"{source}: MAE's decoder is incomplete: missing {preview(missing) or 'every block'}.")
+    used.update(required)
+    width = state["decoder_embed.weight"].shape[0]
+    dec_heads = decoder_heads or MAE_DECODER_HEADS.get(width)
+    if dec_heads is None or width % dec_heads:
+        raise ConversionError(
+            f"The decoder is {width} wide: its attention heads are not stored and are not MAE's (512 -> 16); pass "
+            "--decoder_num_attention_heads (decoder_num_attention_heads=) with the value of the source model."
+        )
+    grid_rows = vit.grid * vit.grid + 1
+    if tuple(state["decoder_pos_embed"].shape) != (1, grid_rows, width):
+        raise ConversionError(
+            f"`decoder_pos_embed` is {tuple(state['decoder_pos_embed'].shape)}, expected (1, {grid_rows}, {width})."
+        )
+    if "decoder_blocks.0.attn.qkv.bias" in state and not vit.qkv_bias:
+        raise ConversionError("The decoder's qkv has a bias but the encoder's has none: ssl_hf's decoder follows it.")
+    _check_all_used(state, used, source)
+    dec = "decoder."
+    for name in ("decoder_embed.weight", "decoder_embed.bias", "decoder_norm.weight", "decoder_norm.bias"):
+        weights[dec + name] = state[name]
+    weights[dec + "decoder_pred.weight"], weights[dec + "decoder_pred.bias"] = (
+        state["decoder_pred.weight"],
+        state["decoder_pred.bias"],
+    )
+    weights[dec + "mask_token"] = state["mask_token"].reshape(1, 1, width)
+    weights[dec + "decoder_pos_embed"] = state["decoder_pos_embed"]
+    for i in range(depth):
+        weights.update(block_weights(state, f"decoder_blocks.{i}.", f"{dec}decoder_layers.{i}.", vit.qkv_bias))
+    values = {
+        "decoder_hidden_size": width,
+        "decoder_num_hidden_layers": depth,
+        "decoder_num_attention_heads": dec_heads,
+        "decoder_intermediate_size": state["decoder_blocks.0.mlp.fc1.weight"].shape[0],
+    }
+    record.inferred.update(_vit_record(vit_config), **values)
+    record.inferred["decoder_num_attention_heads"] = (
+        f"{dec_heads} ({'given' if decoder_heads else 'MAE decoder table: 512 -> 16'})"
+    )
+    values["norm_pix_loss"] = True  # MAE README: the *_full.pth releases were trained with normalised pixels
+    args = _args(loaded)
+    _take(args, "norm_pix_loss", "norm_pix_loss", values, record, bool)
+    _take(args, "mask_ratio", "mask_ratio", values, record, float)
+    if "norm_pix_loss" not in record.from_args:
+        record.notes.append("norm_pix_loss = True: MAE's *_full.pth releases were trained with normalised pixels.")
+    model = MAEForPreTraining(MAEConfig(backbone_config=vit_config, **values))
+    return _load(model, weights)
+
+
+def _vit_record(config: PreTrainedConfig) -> dict[str, object]:
+    return {
+        "backbone": {
+            "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_hidden_layers,
+            "intermediate_size": config.intermediate_size,
+            "patch_size": config.patch_size,
+            "image_size": config.image_size,
+            "qkv_bias": config.qkv_bias,
+            "num_attention_heads": config.num_attention_heads,
+        }
+    }
+
+
+def _dino(loaded: object, source: str, heads: int | None, record: _Record) -> PreTrainedModel:
+    """`DINOForPreTraining` from `main_dino.py`'s full checkpoint: student, teacher, both heads and the centre."""
+    from ..models.dino import DINOConfig, DINOForPreTraining
+
+    if not (isinstance(loaded, dict) and isinstance(loaded.get("student"), dict) and "teacher" in loaded):
+        raise ConversionError(
+            f"{source} is not a full DINO checkpoint (entries 'student', 'teacher', 'dino_loss', as "
+            "*_full_checkpoint.pth / checkpoint.pth): a backbone-only release cannot continue pre-training. Drop "
+            "--full to export the encoder."
+        )
+    networks = {}
+    for name in ("student", "teacher"):
+        state, _ = unwrap_state_dict(loaded, name, source)
+        backbone, config, used = _dino_backbone(state, f"{source} '{name}'", heads)
+        head, head_fields, head_used = _dino_head(state, f"{source} '{name}'")
+        _check_all_used(state, used | head_used, f"{source} '{name}'")
+        networks[name] = (backbone, config, head, head_fields)
+    (s_backbone, s_config, s_head, s_fields), (t_backbone, t_config, t_head, t_fields) = networks.values()
+    if s_config.to_dict() != t_config.to_dict() or s_fields != t_fields:
+        raise ConversionError(f"{source}: the student and the teacher have different architectures.")
+    out_dim = s_fields["out_dim"]
+    values = dict(s_fields)
+    if s_config.model_type == "vit":
+        record.inferred.update(_vit_record(s_config))
+        # DINO's local crops are 96 px for 224-px global crops: the same fraction, in whole patches
+        patch = s_config.patch_size
+        values["local_crop_size"] = max(patch, round(s_config.image_size * 96 / 224 / patch) * patch)
+        record.notes.append(
+            f"local_crop_size = {values['local_crop_size']}: DINO's 96/224 of the global crop, in whole patches."
+        )
+    else:
+        values["image_size"] = 224
+        record.inferred["backbone"] = {"model_type": "resnet", "hidden_sizes": s_config.hidden_sizes}
+        record.notes.append("image_size = 224: a ResNet does not store its input size (DINO's global crops).")
+    record.inferred.update(s_fields)
+    args = _args(loaded)
+    _take(args, "norm_last_layer", "norm_last_layer", values, record, bool)
+    if "norm_last_layer" not in record.from_args:
+        gain = s_head["last_layer.gain"]
+        values["norm_last_layer"] = bool(torch.all(gain == 1))
+        record.inferred["norm_last_layer"] = f"{values['norm_last_layer']} (student weight_g all 1: frozen gain)"
+    _take(args, "momentum_teacher", "ema_base", values, record, float)
+    _take(args, "teacher_temp", "teacher_temp", values, record, float)
+    _take(args, "warmup_teacher_temp", "warmup_teacher_temp", values, record, float)
+    _take(args, "local_crops_number", "num_local_crops", values, record, int)
+    _take(args, "global_crops_scale", "global_crop_min_scale", values, record, lambda v: float(v[0]))
+    _take(args, "local_crops_scale", "local_crop_min_scale", values, record, lambda v: float(v[0]))
+    epochs = args.get("epochs")
+    if epochs:
+        _take(args, "warmup_teacher_temp_epochs", "teacher_temp_warmup_fraction", values, record, lambda v: v / epochs)
+        _take(args, "freeze_last_layer", "freeze_last_layer_fraction", values, record, lambda v: v / epochs)
+    center = (loaded.get("dino_loss") or {}).get("center") if isinstance(loaded.get("dino_loss"), dict) else None
+    if center is None:
+        center = torch.zeros(out_dim)
+        record.notes.append("the checkpoint has no `dino_loss.center`: the centre starts at zero.")
+    elif center.numel() != out_dim:
+        raise ConversionError(f"{source}: `dino_loss.center` has {center.numel()} values, the head {out_dim} outputs.")
+    record.notes.append(
+        "student (`module.` removed), teacher, both heads and the centre are converted; the optimiser state, epoch and "
+        "fp16 scaler are dropped (a run started with --init_from restarts its optimiser and schedules at step 0)."
+    )
+    model = DINOForPreTraining(DINOConfig(backbone_config=s_config, **values))
+    weights = {"center": center.reshape(out_dim), "progress": torch.zeros(())}
+    for prefix, part in (("backbone.", s_backbone), ("head.", s_head), ("teacher_backbone.", t_backbone)):
+        weights.update({prefix + k: v for k, v in part.items()})
+    weights.update({f"teacher_head.{k}": v for k, v in t_head.items()})
+    return _load(model, weights)
+
+
+def _dino_backbone(
+    state: dict[str, Tensor], where: str, heads: int | None
+) -> tuple[dict[str, Tensor], PreTrainedConfig, set[str]]:
+    layout = find_encoder(state, FORMATS["dino"])
+    if layout is None or layout.prefix != "backbone.":
+        raise ConversionError(f"{where}: no DINO backbone (timm-style ViT or torchvision ResNet) under `backbone.`.")
+    if layout.architecture == RESNET:
+        used = read_torchvision_resnet(state, "backbone.").consumed
+        weights, config = torchvision_resnet_to_hf(state, "backbone.")
+        return weights, config, set(used) | {k for k in state if k.startswith("backbone.fc.")}
+    assert layout.architecture == VIT
+    vit = read_timm_vit(state, "backbone.")
+    weights, config = vit_weights(vit, state, heads)
+    return weights, config, set(vit.consumed) | {k for k in state if k.startswith("backbone.head.")}
+
+
+def _dino_head(state: dict[str, Tensor], where: str) -> tuple[dict[str, Tensor], dict[str, object], set[str]]:
+    """DINO's head under `head.` -> `DINOHead` weights (same `mlp` indices) and its config fields."""
+    p = "head."
+    head = {k[len(p) :]: v for k, v in state.items() if k.startswith(p)}
+    if "mlp.weight" in head:  # nlayers == 1: `mlp` is a single Linear
+        head = {(f"mlp.0.{k[4:]}" if k.startswith("mlp.") else k): v for k, v in head.items()}
+    gain = head.pop("last_layer.weight_g", head.pop("last_layer.parametrizations.weight.original0", None))
+    direction = head.pop("last_layer.weight_v", head.pop("last_layer.parametrizations.weight.original1", None))
+    if gain is None or direction is None:
+        raise ConversionError(
+            f"{where}: no weight-normalised last layer (`head.last_layer.weight_g` / `weight_v`, or the "
+            "`parametrizations.weight.original0/1` of torch's newer weight norm)."
+        )
+    linears = sorted(
+        int(k.split(".")[1]) for k, v in head.items() if k.startswith("mlp.") and k.endswith(".weight") and v.ndim == 2
+    )
+    if not linears:
+        raise ConversionError(f"{where}: DINO's head has no `head.mlp` layers.")
+    use_bn = any(k.endswith("running_mean") for k in head)
+    fields = {
+        "out_dim": direction.shape[0],
+        "head_bottleneck_dim": direction.shape[1],
+        "head_num_layers": len(linears),
+        "use_bn_in_head": use_bn,
+    }
+    if len(linears) > 1:
+        fields["head_hidden_dim"] = head[f"mlp.{linears[0]}.weight"].shape[0]
+    if head[f"mlp.{linears[-1]}.weight"].shape[0] != direction.shape[1]:
+        raise ConversionError(f"{where}: the head's last MLP layer does not feed the last layer (bottleneck width).")
+    head["last_layer.weight"], head["last_layer.gain"] = direction, gain.reshape(-1, 1)
+    return head, fields, {k for k in state if k.startswith(p)}

@@ -1,0 +1,138 @@
+"""`ssl-hf convert --full`: MAE `*_full.pth` and DINO full checkpoints -> ssl_hf pre-training models, checked against
+independent re-implementations of the official forwards (`official_checkpoints.py`)."""
+
+import argparse
+import json
+
+import pytest
+import torch
+from official_checkpoints import (
+    dino_full_checkpoint,
+    dino_head_forward,
+    dino_head_keys,
+    mae_full_state_dict,
+    mae_reference_loss,
+    timm_vit_forward,
+    timm_vit_state_dict,
+)
+
+from ssl_hf.cli import main
+from ssl_hf.convert import ConversionError
+from ssl_hf.convert.full import convert_full_checkpoint
+from ssl_hf.models.dino import DINOForPreTraining
+from ssl_hf.models.mae import MAEForPreTraining
+
+
+def _nothing_left(tmp_path):
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.*"))
+
+
+@pytest.fixture(scope="module")
+def mae_full(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mae") / "mae_visualize_vit_tiny4_full.pth"
+    sd = mae_full_state_dict()
+    torch.save({"model": sd}, path)
+    return path, sd
+
+
+def test_mae_full_reproduces_the_official_loss_and_prediction(mae_full, tmp_path):
+    path, sd = mae_full
+    out = convert_full_checkpoint(path, tmp_path / "out", "mae", decoder_num_attention_heads=4)
+    model = MAEForPreTraining.from_pretrained(out).eval()
+    assert model.config.norm_pix_loss
+    assert model.config.decoder_hidden_size == 64
+    assert model.config.decoder_num_hidden_layers == 2
+    assert model.config.decoder_num_attention_heads == 4
+    gen = torch.Generator().manual_seed(0)
+    imgs, noise = torch.randn(2, 3, 32, 32, generator=gen), torch.rand(2, 64, generator=gen)
+    with torch.no_grad():
+        ours = model(imgs, noise=noise)
+        loss, pred, mask = mae_reference_loss(sd, imgs, noise, 0.75, heads=3, dec_heads=4)
+    assert torch.equal(ours.mask.float(), mask)
+    torch.testing.assert_close(ours.logits, pred, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.loss, loss, atol=1e-5, rtol=0)
+    record = json.loads((out / "conversion.json").read_text())
+    assert record["mode"] == "full"
+    assert record["model_class"] == "MAEForPreTraining"
+    assert record["inferred_from_shapes"]["decoder_hidden_size"] == 64
+
+
+def test_mae_full_needs_the_decoder_heads_of_a_non_standard_width(mae_full, tmp_path):
+    with pytest.raises(ConversionError, match="--decoder_num_attention_heads"):
+        convert_full_checkpoint(mae_full[0], tmp_path / "out", "mae")
+    _nothing_left(tmp_path)
+
+
+def test_an_encoder_only_mae_file_is_refused(tmp_path, capsys):
+    torch.save({"model": timm_vit_state_dict()}, tmp_path / "enc.pth")
+    with pytest.raises(SystemExit):
+        main(["convert", "--from", "mae", str(tmp_path / "enc.pth"), "--full", "--output_dir", str(tmp_path / "out")])
+    assert "drop --full" in capsys.readouterr().err
+    _nothing_left(tmp_path)
+
+
+def _dino_checkpoint(norm_last_layer: bool) -> dict:
+    checkpoint = dino_full_checkpoint(timm_vit_state_dict())
+    # a student of ordinary scale (the fixture's student is the teacher + 0.5, too far off for a 1e-5 fp32 check)
+    checkpoint["student"].update({f"module.backbone.{k}": v for k, v in timm_vit_state_dict(seed=6).items()})
+    student_head = dino_head_keys(seed=7)
+    if not norm_last_layer:
+        student_head["last_layer.weight_g"] = 0.5 + torch.rand(32, 1, generator=torch.Generator().manual_seed(3))
+    checkpoint["student"].update({f"module.head.{k}": v for k, v in student_head.items()})
+    checkpoint["dino_loss"]["center"] = torch.randn(1, 32, generator=torch.Generator().manual_seed(4))
+    checkpoint["args"] = argparse.Namespace(
+        arch="vit_tiny", norm_last_layer=norm_last_layer, momentum_teacher=0.99, teacher_temp=0.07, epochs=10
+    )
+    return checkpoint
+
+
+@pytest.mark.parametrize("norm_last_layer", [True, False])
+def test_dino_full_reproduces_student_and_teacher_logits(norm_last_layer, tmp_path):
+    checkpoint = _dino_checkpoint(norm_last_layer)
+    torch.save(checkpoint, tmp_path / "dino_tiny4_full_checkpoint.pth")
+    out = convert_full_checkpoint(tmp_path / "dino_tiny4_full_checkpoint.pth", tmp_path / "out", "dino")
+    model = DINOForPreTraining.from_pretrained(out).eval()
+    c = model.config
+    assert (c.out_dim, c.head_hidden_dim, c.head_bottleneck_dim, c.head_num_layers) == (32, 64, 16, 3)
+    assert c.norm_last_layer is norm_last_layer
+    assert c.ema_base == 0.99
+    assert c.teacher_temp == 0.07
+    assert model.head.last_layer.gain.requires_grad is not norm_last_layer
+    torch.testing.assert_close(model.center, checkpoint["dino_loss"]["center"][0])
+    assert float(model.progress) == 0
+    crops = torch.randn(2, 2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ours = model(crops)
+        flat = crops.transpose(0, 1).reshape(4, 3, 32, 32)  # view-major, as the model's (V, B, K)
+        student = {k.removeprefix("module."): v for k, v in checkpoint["student"].items()}
+        for sd, logits in ((student, ours.student_logits), (checkpoint["teacher"], ours.teacher_logits)):
+            cls = timm_vit_forward(sd, flat, num_heads=3, prefix="backbone.")[:, 0]
+            reference = dino_head_forward(sd, "head.", cls).reshape(2, 2, -1)
+            torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
+    record = json.loads((out / "conversion.json").read_text())
+    assert record["from_checkpoint_args"]["ema_base"] == "args.momentum_teacher = 0.99"
+
+
+def test_a_dino_backbone_file_is_refused_with_full(tmp_path):
+    torch.save(timm_vit_state_dict(), tmp_path / "dino_deitsmall16_pretrain.pth")
+    with pytest.raises(ConversionError, match="not a full DINO checkpoint"):
+        convert_full_checkpoint(tmp_path / "dino_deitsmall16_pretrain.pth", tmp_path / "out", "dino")
+    _nothing_left(tmp_path)
+
+
+def test_unknown_tensors_stop_a_full_conversion(tmp_path):
+    checkpoint = _dino_checkpoint(True)
+    checkpoint["teacher"]["head.extra.weight"] = torch.zeros(3)
+    torch.save(checkpoint, tmp_path / "x.pth")
+    with pytest.raises(ConversionError, match=r"head\.extra\.weight"):
+        convert_full_checkpoint(tmp_path / "x.pth", tmp_path / "out", "dino")
+    _nothing_left(tmp_path)
+
+
+def test_full_is_refused_for_formats_not_built_yet(tmp_path, capsys):
+    torch.save(_dino_checkpoint(True), tmp_path / "x.pth")
+    with pytest.raises(SystemExit):
+        main(["convert", "--from", "ibot", str(tmp_path / "x.pth"), "--full", "--output_dir", str(tmp_path / "out")])
+    assert "--full supports --from mae and dino" in capsys.readouterr().err
+    _nothing_left(tmp_path)

@@ -110,6 +110,7 @@ def _pretrain(argv: list[str]) -> None:
             f"Unknown preset '{preset_name}' for {method_name}; available: {', '.join(spec.presets) or 'none'}"
             + (f" (it is a preset of --method {owners[0]})." if owners else ".")
         )
+    explicit = set(file_values)  # given in the file (the preset's fields are not explicit)
     file_values = {**spec.presets.get(preset_name, {}), **file_values}  # preset < file < command line
     backbone_name = first.backbone or file_values.get("backbone") or spec.default_backbone
     method_fields, backbone_fields = _method_fields(spec, backbone_name)
@@ -159,13 +160,24 @@ def _pretrain(argv: list[str]) -> None:
     values = {**file_values, **{k: v for k, v in vars(args).items() if k not in ("method", "config", "preset")}}
 
     training = {k: values.pop(k) for k in list(values) if k in TRAINING_FIELDS}
-    values.pop("backbone", None)
-    backbone = {k: values.pop(k) for k in list(values) if k in backbone_fields and k not in method_fields}
-    image_size = backbone.pop("image_size", values.get("image_size", 224))  # a method's image_size sets a ViT's too
-    config = spec.config_class(
-        backbone_config=backbone_config(backbone_name, image_size, backbone.pop("patch_size", 16), **backbone),
-        **values,
-    )
+    if training.get("init_from"):
+        explicit |= set(vars(args)) | ({"backbone"} if first.backbone else set())
+        given = sorted(k for k in explicit if k not in TRAINING_FIELDS and k not in ("method", "config", "preset"))
+        if given:
+            raise ValueError(
+                f"--init_from takes the model config from {training['init_from']}; these model options would "
+                f"change it: {', '.join('--' + k for k in given)}. Drop them (a --preset contributes only its "
+                "training settings with --init_from)."
+            )
+        config = None  # pretrain() reads it from the folder
+    else:
+        values.pop("backbone", None)
+        backbone = {k: values.pop(k) for k in list(values) if k in backbone_fields and k not in method_fields}
+        image_size = backbone.pop("image_size", values.get("image_size", 224))  # a method's image_size sets a ViT's
+        config = spec.config_class(
+            backbone_config=backbone_config(backbone_name, image_size, backbone.pop("patch_size", 16), **backbone),
+            **values,
+        )
     training.setdefault("output_dir", f"runs/{method_name}")
     final = pretrain(spec, config, TrainingArguments(**training))
     print(f"Pre-training finished: {final}")

@@ -52,6 +52,12 @@ class SSLPreTrainedModel(PreTrainedModel):
             resumed: The run continues from a checkpoint (its weights are loaded afterwards).
         """
 
+    def restart_schedules(self) -> None:
+        """Called after `--init_from` loaded a saved model into a new run: schedule state restarts at step 0 (no-op).
+
+        Learnt state (weights, teachers, centres) is kept; only what measures the progress of the old run is reset.
+        """
+
     def post_optimizer_step(self, step: int, max_steps: int) -> None:
         """Updates EMA teachers, centres and schedules after each optimiser step (no-op by default).
 
@@ -140,6 +146,10 @@ class SelfDistillationPreTrainedModel(SSLPreTrainedModel):
             teacher += list(getattr(self, f"teacher_{name}").parameters())
             student += list(getattr(self, name).parameters())
         return teacher, student
+
+    def restart_schedules(self) -> None:
+        """A new run from saved weights: the teacher-temperature warm-up and the frozen last layer start again."""
+        self.progress.zero_()
 
     def teacher_temperature(self) -> float:
         """tau_t now: linear from `warmup_teacher_temp` to `teacher_temp` over the warm-up fraction, then constant."""

@@ -45,7 +45,8 @@ def load_random_init(path: str | os.PathLike, seed: int = 0) -> tuple[PreTrained
     With the export's `training_args.json` (written by `ssl-hf export` from a run's `final/` folder), the twin is the
     run's encoder before its first optimiser step, rebuilt as the pre-training loop builds it: `set_seed` with the
     run's seed, the method's model from the recorded config, `prepare_for_pretraining`, then the encoder the export
-    saves (`ssl_hf.export.exported_encoder`, in the export's format). MAE, ASL and TEC thus get MAE's init (fixed
+    saves (`ssl_hf.export.exported_encoder`, in the export's format); a run started with `--init_from DIR` has DIR's
+    weights at step 0, so its floor is DIR's encoder (`floor_init` `init_from`). MAE, ASL and TEC thus get MAE's init (fixed
     sin-cos positions, xavier weights; TEC with `init_from_base`: its base model's weights). Otherwise (a Hub id, a folder without the record, or a record that does not
     rebuild this architecture) the twin is `AutoModel.from_config` after `torch.manual_seed(seed)`: transformers'
     init. BatchNorm running statistics stay as built (mean 0, variance 1): see `calibrate_batchnorm`.
@@ -63,9 +64,12 @@ def load_random_init(path: str | os.PathLike, seed: int = 0) -> tuple[PreTrained
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     run_seed = (record.get("training") or {}).get("seed")
     if record.get("method") in METHODS and isinstance(record.get("model_config"), dict) and isinstance(run_seed, int):
-        model = _method_init(config, record["method"], record["model_config"], run_seed)
+        init_from = (record.get("training") or {}).get("init_from")
+        model = _method_init(config, record["method"], record["model_config"], run_seed, init_from)
         if model is not None:
             floor = {"floor_init": "method", "floor_seed": run_seed, "floor_method": record["method"]}
+            if init_from:
+                floor.update(floor_init="init_from", floor_init_from=init_from)
             return model.eval(), _eval_view(path, model), floor
         logger.warning("%s: training_args.json does not rebuild this architecture: transformers' init instead.", path)
     torch.manual_seed(seed)
@@ -73,16 +77,29 @@ def load_random_init(path: str | os.PathLike, seed: int = 0) -> tuple[PreTrained
     return model.eval(), _eval_view(path, model), {"floor_init": "config", "floor_seed": seed}
 
 
-def _method_init(config: PreTrainedConfig, method: str, model_config: dict, seed: int) -> PreTrainedModel | None:
-    """The exported encoder of `method`'s model at step 0, or None when it is not the architecture of `config`."""
+def _method_init(
+    config: PreTrainedConfig, method: str, model_config: dict, seed: int, init_from: str | None = None
+) -> PreTrainedModel | None:
+    """The exported encoder of `method`'s model at step 0, or None when it is not the architecture of `config`.
+
+    A run started with `--init_from DIR` began from DIR's weights: they are its step 0 (DIR must still exist).
+    """
     from accelerate.utils import set_seed
 
     from ..export import exported_encoder
+    from ..training.init_from import load_init_weights
 
     spec = METHODS[method]
     set_seed(seed)  # as `ssl_hf.training.loop.pretrain`
     pretraining = spec.model_class(spec.config_class.from_dict(model_config))
-    pretraining.prepare_for_pretraining(resumed=False)
+    pretraining.prepare_for_pretraining(resumed=bool(init_from))
+    if init_from:
+        if not (Path(init_from) / "config.json").is_file():
+            raise FileNotFoundError(
+                f"The run started from --init_from {init_from}, so its step-0 encoder (the floor) is that model's "
+                "encoder, and the folder is gone: restore it (or re-run `ssl-hf convert --full`) to evaluate the floor."
+            )
+        load_init_weights(pretraining, init_from)
     keep_adapters = config.model_type == spec.config_class.model_type  # TEC's `--keep_adapters` export
     model = exported_encoder(pretraining, "dinov2" if config.model_type == "dinov2" else "vit", keep_adapters)
     with torch.device("meta"):

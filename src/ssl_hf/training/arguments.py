@@ -84,6 +84,13 @@ class TrainingArguments:
     save_steps: int = _arg(500, "Save a resumable checkpoint every N optimiser steps (and at the end).")
     save_total_limit: int | None = _arg(2, "Keep only the newest N checkpoints (all when omitted).")
     resume_from_checkpoint: str | None = _arg(None, "'latest' or a checkpoint directory to continue from.")
+    init_from: str | None = _arg(
+        None,
+        "Start a new run from a saved pre-training model of the same method (a run's final/ folder or `ssl-hf "
+        "convert --full` output): its config and all its weights and buffers (decoder, teacher, heads, centre); "
+        "optimiser and schedules restart at step 0. Method and backbone config flags are refused (the config is "
+        "DIR's); not with --resume_from_checkpoint of an existing run. Recorded as an absolute path.",
+    )
     report_to: str | None = _arg(None, "Accelerate tracker(s), e.g. tensorboard, wandb (comma-separated).")
     # online monitoring
     eval_every: int = _arg(

@@ -24,6 +24,7 @@ from ..export import input_size
 from ..registry import MethodSpec
 from .arguments import TrainingArguments
 from .curves import plot_training_curves
+from .init_from import config_for_init, load_init_weights
 from .memory import keep_freed_cpu_memory
 from .monitor import CollapseAlarms, OnlineKNN, collapse_statistics
 from .optim import build_optimizer, clip_grad_norm_per_tensor_, scaled_lr
@@ -44,11 +45,17 @@ class NonFiniteLossError(RuntimeError):
 def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     """Pre-trains `spec.model_class(model_config)` and returns the directory of the final `save_pretrained`.
 
+    With `args.init_from`, `model_config` may be None (the config saved in that folder is used; a given one must
+    equal it) and the model starts from the folder's weights and buffers (`training.init_from`).
+
     Writes into `args.output_dir`: `args.json`, `metrics.jsonl` (one line per optimiser step),
     `checkpoints/step_<N>/` (Accelerate state, written atomically) and `final/` (safetensors + config).
     """
     args = args.resolved(spec.training_defaults)
     args.validate()
+    if args.init_from:
+        args.init_from = str(Path(args.init_from).absolute())  # recorded in args.json: the run is reproducible
+        model_config = config_for_init(spec, model_config, args.init_from)
     out = Path(args.output_dir)
     precision_timings = None
     if args.mixed_precision == "auto":
@@ -72,12 +79,19 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
             f"{out} already holds checkpoints of a run. Continue it with --resume_from_checkpoint latest, "
             "or choose a new --output_dir."
         )
+    if resume_dir is not None and args.init_from:
+        raise ValueError(
+            f"--init_from starts a new run, but --resume_from_checkpoint continues the run in {out} from "
+            f"{resume_dir.name}: drop --init_from (the checkpoint holds the weights) or choose a new --output_dir."
+        )
 
     if args.cpu_keep_freed_memory and accelerator.device.type == "cpu":
         keep_freed_cpu_memory()
     set_seed(args.seed)
     model = spec.model_class(model_config)
-    model.prepare_for_pretraining(resumed=resume_dir is not None)
+    model.prepare_for_pretraining(resumed=resume_dir is not None or bool(args.init_from))
+    if args.init_from:
+        load_init_weights(model, args.init_from)
     loader, dataset = _build_loader(spec, model_config, args, accelerator)
     global_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     lr_multiplier = getattr(model_config, "learning_rate_multiplier", 1.0)  # e.g. MSBReg: x K views

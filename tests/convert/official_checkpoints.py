@@ -318,3 +318,72 @@ def dino_head_forward(sd: dict[str, Tensor], prefix: str, features: Tensor) -> T
     x = F.normalize(x, dim=-1, p=2)
     v, g = sd[f"{prefix}last_layer.weight_v"], sd[f"{prefix}last_layer.weight_g"]
     return F.linear(x, g * v / v.norm(dim=1, keepdim=True))
+
+
+def selfpatch_ca_head_keys(width: int = 192, seed: int = 8) -> dict[str, Tensor]:
+    """SelfPatch's `SelfPatchHead` (`ca_head.`): query token, 2 class-attention blocks (qkv biases, MLP x4), `norm`."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {"ca_head.cls_token": _randn(gen, 1, 1, width, scale=0.5)}
+    for i in range(2):
+        b = f"ca_head.cls_blocks.{i}."
+        for name, (rows, cols) in {
+            "attn.q": (width, width),
+            "attn.k": (width, width),
+            "attn.v": (width, width),
+            "attn.proj": (width, width),
+            "mlp.fc1": (4 * width, width),
+            "mlp.fc2": (width, 4 * width),
+        }.items():
+            sd[f"{b}{name}.weight"], sd[f"{b}{name}.bias"] = _randn(gen, rows, cols, scale=0.08), _randn(gen, rows)
+        for norm in ("norm1", "norm2"):
+            sd[f"{b}{norm}.weight"], sd[f"{b}{norm}.bias"] = 1 + _randn(gen, width), _randn(gen, width)
+    sd["ca_head.norm.weight"], sd["ca_head.norm.bias"] = 1 + _randn(gen, width), _randn(gen, width)
+    return sd
+
+
+def selfpatch_image_token(sd: dict[str, Tensor], tokens: Tensor, num_heads: int) -> Tensor:
+    """`SelfPatchHead` on all patch tokens: CaiT class attention (the query token is the only query, keys and values
+    are `[query; tokens]`), then `norm`; returns the normalised image token `(B, D)`."""
+    batch, _, width = tokens.shape
+    head_dim = width // num_heads
+    cls = sd["ca_head.cls_token"].expand(batch, -1, -1)
+    for i in range(2):
+        b = f"ca_head.cls_blocks.{i}."
+        u = F.layer_norm(torch.cat([cls, tokens], dim=1), (width,), sd[f"{b}norm1.weight"], sd[f"{b}norm1.bias"], EPS)
+        q = F.linear(u[:, :1], sd[f"{b}attn.q.weight"], sd[f"{b}attn.q.bias"]).reshape(batch, 1, num_heads, head_dim)
+        k = F.linear(u, sd[f"{b}attn.k.weight"], sd[f"{b}attn.k.bias"]).reshape(batch, -1, num_heads, head_dim)
+        v = F.linear(u, sd[f"{b}attn.v.weight"], sd[f"{b}attn.v.bias"]).reshape(batch, -1, num_heads, head_dim)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        attention = ((q * head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+        cls = cls + F.linear((attention @ v).transpose(1, 2).reshape(batch, 1, width), *_linear(sd, f"{b}attn.proj"))
+        h = F.layer_norm(cls, (width,), sd[f"{b}norm2.weight"], sd[f"{b}norm2.bias"], EPS)
+        cls = cls + F.linear(F.gelu(F.linear(h, *_linear(sd, f"{b}mlp.fc1"))), *_linear(sd, f"{b}mlp.fc2"))
+    return F.layer_norm(cls[:, 0], (width,), sd["ca_head.norm.weight"], sd["ca_head.norm.bias"], EPS)
+
+
+def _linear(sd: dict[str, Tensor], name: str) -> tuple[Tensor, Tensor]:
+    return sd[f"{name}.weight"], sd[f"{name}.bias"]
+
+
+def selfpatch_full_checkpoint() -> dict:
+    """`main_selfpatch.py`'s checkpoint: student (DDP) and teacher `MultiCropWrapper(backbone, ca_head, c_head,
+    p_head)` with different weights, `dino_loss` with `center (1, 1, 32)` and `patch_center (1, 24)`, `args`."""
+
+    def network(seed: int) -> dict[str, Tensor]:
+        sd = {f"backbone.{k}": v for k, v in timm_vit_state_dict(cls=False, final_norm=False, seed=seed).items()}
+        sd.update(selfpatch_ca_head_keys(seed=seed + 1))
+        sd.update({f"c_head.{k}": v for k, v in dino_head_keys(seed=seed + 2).items()})
+        sd.update({f"p_head.{k}": v for k, v in dino_head_keys(out_dim=24, seed=seed + 3).items()})
+        return sd
+
+    gen = torch.Generator().manual_seed(30)
+    return {
+        "student": {f"module.{k}": v for k, v in network(10).items()},
+        "teacher": network(20),
+        "dino_loss": {
+            "center": torch.randn(1, 1, 32, generator=gen),
+            "patch_center": torch.randn(1, 24, generator=gen),
+        },
+        "epoch": 1,
+        "args": argparse.Namespace(k_num=2, norm_last_layer=True, out_dim=32, out_dim_selfpatch=24),
+    }

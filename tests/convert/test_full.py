@@ -12,8 +12,12 @@ from official_checkpoints import (
     dino_head_keys,
     mae_full_state_dict,
     mae_reference_loss,
+    selfpatch_full_checkpoint,
+    selfpatch_image_token,
     timm_vit_forward,
     timm_vit_state_dict,
+    torchvision_resnet_forward,
+    torchvision_resnet_state_dict,
 )
 
 from ssl_hf.cli import main
@@ -21,6 +25,7 @@ from ssl_hf.convert import ConversionError
 from ssl_hf.convert.full import convert_full_checkpoint
 from ssl_hf.models.dino import DINOForPreTraining
 from ssl_hf.models.mae import MAEForPreTraining
+from ssl_hf.models.selfpatch import SelfPatchForPreTraining
 
 
 def _nothing_left(tmp_path):
@@ -134,5 +139,52 @@ def test_full_is_refused_for_formats_not_built_yet(tmp_path, capsys):
     torch.save(_dino_checkpoint(True), tmp_path / "x.pth")
     with pytest.raises(SystemExit):
         main(["convert", "--from", "ibot", str(tmp_path / "x.pth"), "--full", "--output_dir", str(tmp_path / "out")])
-    assert "--full supports --from mae and dino" in capsys.readouterr().err
+    assert "--full supports --from mae, dino, selfpatch" in capsys.readouterr().err
     _nothing_left(tmp_path)
+
+
+def test_dino_full_with_a_resnet(tmp_path):
+    """DINO's ResNet-50 recipe: torchvision backbone (BatchNorm statistics included) under `backbone.`."""
+    backbone = torchvision_resnet_state_dict(bottleneck=True, classifier=False)
+    head = dino_head_keys(width=128)
+    checkpoint = {
+        "student": {f"module.{k}": v for k, v in _network(backbone, head).items()},
+        "teacher": _network(backbone, head),
+        "dino_loss": {"center": torch.randn(1, 32)},
+    }
+    torch.save(checkpoint, tmp_path / "dino_resnet50_full_checkpoint.pth")
+    out = convert_full_checkpoint(tmp_path / "dino_resnet50_full_checkpoint.pth", tmp_path / "out", "dino")
+    model = DINOForPreTraining.from_pretrained(out).eval()
+    assert model.config.backbone_config.model_type == "resnet"
+    crops = torch.randn(2, 2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ours = model(crops).teacher_logits
+        features = torchvision_resnet_forward(checkpoint["teacher"], crops.transpose(0, 1).flatten(0, 1), "backbone.")
+    reference = dino_head_forward(checkpoint["teacher"], "head.", features).reshape(2, 2, -1)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+def _network(backbone: dict, head: dict) -> dict:
+    return {**{f"backbone.{k}": v for k, v in backbone.items()}, **{f"head.{k}": v for k, v in head.items()}}
+
+
+def test_selfpatch_full_reproduces_the_image_logits(tmp_path):
+    checkpoint = selfpatch_full_checkpoint()
+    torch.save(checkpoint, tmp_path / "selfpatch_checkpoint.pth")
+    out = convert_full_checkpoint(tmp_path / "selfpatch_checkpoint.pth", tmp_path / "out", "selfpatch")
+    model = SelfPatchForPreTraining.from_pretrained(out).eval()
+    c = model.config
+    assert (c.out_dim, c.patch_out_dim, c.num_neighbors_k, c.num_aggregation_blocks) == (32, 24, 2, 2)
+    torch.testing.assert_close(model.patch_center, checkpoint["dino_loss"]["patch_center"][0], atol=0, rtol=0)
+    torch.testing.assert_close(model.center, checkpoint["dino_loss"]["center"].flatten(), atol=0, rtol=0)
+    crops = torch.randn(2, 2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ours = model(crops)
+        flat = crops.transpose(0, 1).flatten(0, 1)
+        student = {k.removeprefix("module."): v for k, v in checkpoint["student"].items()}
+        for sd, logits in ((student, ours.student_logits), (checkpoint["teacher"], ours.teacher_logits)):
+            tokens = timm_vit_forward(sd, flat, num_heads=3, prefix="backbone.", apply_norm=False)
+            reference = dino_head_forward(sd, "c_head.", selfpatch_image_token(sd, tokens, 3)).reshape(2, 2, -1)
+            torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
+    teacher_patch = model.teacher_patch_head.last_layer.weight
+    torch.testing.assert_close(teacher_patch, checkpoint["teacher"]["p_head.last_layer.weight_v"], atol=0, rtol=0)

@@ -10,7 +10,12 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "convert"))
-from official_checkpoints import dino_full_checkpoint, mae_full_state_dict, timm_vit_state_dict
+from official_checkpoints import (
+    dino_full_checkpoint,
+    mae_full_state_dict,
+    selfpatch_full_checkpoint,
+    timm_vit_state_dict,
+)
 
 from ssl_hf import METHODS
 from ssl_hf.cli import main
@@ -85,6 +90,13 @@ def test_dino_pretrains_from_a_converted_full_checkpoint(tmp_path):
     assert float(model.progress) == 0  # the schedules restart
     run = tmp_path / "run"
     main(["pretrain", "--method", "dino", "--init_from", str(dino_dir), *RUN, "--output_dir", str(run)])
+    assert all(math.isfinite(x) for x in _losses(run))
+
+
+def test_selfpatch_pretrains_from_a_converted_full_checkpoint(tmp_path):
+    selfpatch_dir = _convert(tmp_path, "selfpatch_full", selfpatch_full_checkpoint(), "selfpatch", "--full")
+    run = tmp_path / "run"
+    main(["pretrain", "--method", "selfpatch", "--init_from", str(selfpatch_dir), *RUN, "--output_dir", str(run)])
     assert all(math.isfinite(x) for x in _losses(run))
 
 

@@ -38,7 +38,7 @@ from .layouts import (
     unwrap_state_dict,
 )
 from .resnet import read_torchvision_resnet, torchvision_resnet_to_hf
-from .vit import _BLOCK_KEYS, block_weights, read_timm_vit, vit_weights
+from .vit import _BLOCK_KEYS, block_weights, cls_free_vit_weights, read_timm_vit, timm_vit_config, vit_weights
 
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 # MAE's decoders: width 512, 16 heads for every released model (`models_mae.py` `mae_vit_*_dec512d8b`).
 MAE_DECODER_HEADS = {512: 16}
 
-FULL_FORMATS = ("mae", "dino")
+FULL_FORMATS = ("mae", "dino", "selfpatch")
 
 
 class _Record:
@@ -84,7 +84,7 @@ def convert_full_checkpoint(
     if source_format not in FULL_FORMATS:
         known = ", ".join(FORMATS)
         raise ConversionError(
-            f"--full supports --from {' and '.join(FULL_FORMATS)} for now; '{source_format}' "
+            f"--full supports --from {', '.join(FULL_FORMATS)} for now; '{source_format}' "
             + (
                 "is not implemented yet: convert its encoder without --full."
                 if source_format in FORMATS
@@ -96,8 +96,10 @@ def convert_full_checkpoint(
     record = _Record()
     if source_format == "mae":
         model = _mae(loaded, source.name, num_attention_heads, decoder_num_attention_heads, record)
-    else:
+    elif source_format == "dino":
         model = _dino(loaded, source.name, num_attention_heads, record)
+    else:
+        model = _selfpatch(loaded, source.name, num_attention_heads, record)
     fmt = FORMATS[source_format]
     conversion = {
         "format": fmt.name,
@@ -242,46 +244,36 @@ def _vit_record(config: PreTrainedConfig) -> dict[str, object]:
     }
 
 
-def _dino(loaded: object, source: str, heads: int | None, record: _Record) -> PreTrainedModel:
-    """`DINOForPreTraining` from `main_dino.py`'s full checkpoint: student, teacher, both heads and the centre."""
-    from ..models.dino import DINOConfig, DINOForPreTraining
+def _two_networks(loaded: object, source: str, title: str, read_network) -> tuple[dict, dict, object]:
+    """Student and teacher of a DINO-style full checkpoint, each read by `read_network(state, where)`.
 
+    `read_network` returns `({our prefix: weights}, architecture signature, used keys)`; student and teacher must have
+    the same signature, and every tensor of both must be used.
+    """
     if not (isinstance(loaded, dict) and isinstance(loaded.get("student"), dict) and "teacher" in loaded):
         raise ConversionError(
-            f"{source} is not a full DINO checkpoint (entries 'student', 'teacher', 'dino_loss', as "
+            f"{source} is not a full {title} checkpoint (entries 'student', 'teacher', 'dino_loss', as "
             "*_full_checkpoint.pth / checkpoint.pth): a backbone-only release cannot continue pre-training. Drop "
             "--full to export the encoder."
         )
-    networks = {}
+    networks = []
     for name in ("student", "teacher"):
         state, _ = unwrap_state_dict(loaded, name, source)
-        backbone, config, used = _dino_backbone(state, f"{source} '{name}'", heads)
-        head, head_fields, head_used = _dino_head(state, f"{source} '{name}'")
-        _check_all_used(state, used | head_used, f"{source} '{name}'")
-        networks[name] = (backbone, config, head, head_fields)
-    (s_backbone, s_config, s_head, s_fields), (t_backbone, t_config, t_head, t_fields) = networks.values()
-    if s_config.to_dict() != t_config.to_dict() or s_fields != t_fields:
+        parts, signature, used = read_network(state, f"{source} '{name}'")
+        _check_all_used(state, used, f"{source} '{name}'")
+        networks.append((parts, signature))
+    (student, signature), (teacher, teacher_signature) = networks
+    if signature != teacher_signature:
         raise ConversionError(f"{source}: the student and the teacher have different architectures.")
-    out_dim = s_fields["out_dim"]
-    values = dict(s_fields)
-    if s_config.model_type == "vit":
-        record.inferred.update(_vit_record(s_config))
-        # DINO's local crops are 96 px for 224-px global crops: the same fraction, in whole patches
-        patch = s_config.patch_size
-        values["local_crop_size"] = max(patch, round(s_config.image_size * 96 / 224 / patch) * patch)
-        record.notes.append(
-            f"local_crop_size = {values['local_crop_size']}: DINO's 96/224 of the global crop, in whole patches."
-        )
-    else:
-        values["image_size"] = 224
-        record.inferred["backbone"] = {"model_type": "resnet", "hidden_sizes": s_config.hidden_sizes}
-        record.notes.append("image_size = 224: a ResNet does not store its input size (DINO's global crops).")
-    record.inferred.update(s_fields)
+    return student, teacher, signature
+
+
+def _distillation_fields(loaded: object, values: dict, record: _Record, student_gain: Tensor) -> None:
+    """DINO-style config fields from the checkpoint's `args` (`main_dino.py` / `main_selfpatch.py` option names)."""
     args = _args(loaded)
     _take(args, "norm_last_layer", "norm_last_layer", values, record, bool)
     if "norm_last_layer" not in record.from_args:
-        gain = s_head["last_layer.gain"]
-        values["norm_last_layer"] = bool(torch.all(gain == 1))
+        values["norm_last_layer"] = bool(torch.all(student_gain == 1))
         record.inferred["norm_last_layer"] = f"{values['norm_last_layer']} (student weight_g all 1: frozen gain)"
     _take(args, "momentum_teacher", "ema_base", values, record, float)
     _take(args, "teacher_temp", "teacher_temp", values, record, float)
@@ -289,26 +281,145 @@ def _dino(loaded: object, source: str, heads: int | None, record: _Record) -> Pr
     _take(args, "local_crops_number", "num_local_crops", values, record, int)
     _take(args, "global_crops_scale", "global_crop_min_scale", values, record, lambda v: float(v[0]))
     _take(args, "local_crops_scale", "local_crop_min_scale", values, record, lambda v: float(v[0]))
+    _take(args, "k_num", "num_neighbors_k", values, record, int)  # SelfPatch only
     epochs = args.get("epochs")
     if epochs:
         _take(args, "warmup_teacher_temp_epochs", "teacher_temp_warmup_fraction", values, record, lambda v: v / epochs)
         _take(args, "freeze_last_layer", "freeze_last_layer_fraction", values, record, lambda v: v / epochs)
-    center = (loaded.get("dino_loss") or {}).get("center") if isinstance(loaded.get("dino_loss"), dict) else None
-    if center is None:
-        center = torch.zeros(out_dim)
-        record.notes.append("the checkpoint has no `dino_loss.center`: the centre starts at zero.")
-    elif center.numel() != out_dim:
-        raise ConversionError(f"{source}: `dino_loss.center` has {center.numel()} values, the head {out_dim} outputs.")
     record.notes.append(
-        "student (`module.` removed), teacher, both heads and the centre are converted; the optimiser state, epoch and "
-        "fp16 scaler are dropped (a run started with --init_from restarts its optimiser and schedules at step 0)."
+        "student (`module.` removed), teacher, heads and centres are converted; the optimiser state, epoch and fp16 "
+        "scaler are dropped (a run started with --init_from restarts its optimiser and schedules at step 0)."
     )
-    model = DINOForPreTraining(DINOConfig(backbone_config=s_config, **values))
-    weights = {"center": center.reshape(out_dim), "progress": torch.zeros(())}
-    for prefix, part in (("backbone.", s_backbone), ("head.", s_head), ("teacher_backbone.", t_backbone)):
-        weights.update({prefix + k: v for k, v in part.items()})
-    weights.update({f"teacher_head.{k}": v for k, v in t_head.items()})
+
+
+def _centre(loaded: object, name: str, dim: int, source: str, record: _Record) -> Tensor:
+    """`dino_loss.<name>` as a `(dim,)` buffer (zeros, with a note, when the checkpoint has none)."""
+    losses = loaded.get("dino_loss") if isinstance(loaded, dict) else None
+    center = losses.get(name) if isinstance(losses, dict) else None
+    if center is None:
+        record.notes.append(f"the checkpoint has no `dino_loss.{name}`: it starts at zero.")
+        return torch.zeros(dim)
+    if center.numel() != dim:
+        raise ConversionError(f"{source}: `dino_loss.{name}` has {center.numel()} values, the head {dim} outputs.")
+    return center.reshape(dim)
+
+
+def _local_crop_size(config: PreTrainedConfig, values: dict, record: _Record) -> None:
+    # DINO's local crops are 96 px for 224-px global crops: the same fraction, in whole patches
+    patch = config.patch_size
+    values["local_crop_size"] = max(patch, round(config.image_size * 96 / 224 / patch) * patch)
+    record.notes.append(f"local_crop_size = {values['local_crop_size']}: 96/224 of the global crop, in whole patches.")
+
+
+def _dino(loaded: object, source: str, heads: int | None, record: _Record) -> PreTrainedModel:
+    """`DINOForPreTraining` from `main_dino.py`'s full checkpoint: student, teacher, both heads and the centre."""
+    from ..models.dino import DINOConfig, DINOForPreTraining
+
+    def read(state: dict[str, Tensor], where: str) -> tuple[dict, object, set[str]]:
+        backbone, config, used = _dino_backbone(state, where, heads)
+        head, fields, head_used = _dino_head(state, where, "head.")
+        return {"backbone": backbone, "head": head, "config": config}, (config.to_dict(), fields), used | head_used
+
+    student, teacher, (_, fields) = _two_networks(loaded, source, "DINO", read)
+    config = student["config"]
+    values = dict(fields)
+    if config.model_type == "vit":
+        record.inferred.update(_vit_record(config))
+        _local_crop_size(config, values, record)
+    else:
+        values["image_size"] = 224
+        record.inferred["backbone"] = {"model_type": "resnet", "hidden_sizes": config.hidden_sizes}
+        record.notes.append("image_size = 224: a ResNet does not store its input size (DINO's global crops).")
+    record.inferred.update(fields)
+    _distillation_fields(loaded, values, record, student["head"]["last_layer.gain"])
+    values.pop("num_neighbors_k", None)
+    model = DINOForPreTraining(DINOConfig(backbone_config=config, **values))
+    weights = {"center": _centre(loaded, "center", fields["out_dim"], source, record), "progress": torch.zeros(())}
+    for network, prefix in ((student, ""), (teacher, "teacher_")):
+        for part in ("backbone", "head"):
+            weights.update({f"{prefix}{part}.{k}": v for k, v in network[part].items()})
     return _load(model, weights)
+
+
+def _selfpatch(loaded: object, source: str, heads: int | None, record: _Record) -> PreTrainedModel:
+    """`SelfPatchForPreTraining` from `main_selfpatch.py`'s checkpoint: backbone, `ca_head`, `c_head`, `p_head`, centres.
+
+    alinlab/SelfPatch `selfpatch_vision_transformer.py`: the backbone has no cls token and no final norm;
+    `SelfPatchHead` (`ca_head`) = `cls_token`, two class-attention blocks (`norm1`, `attn.q/k/v/proj` with biases,
+    `norm2`, `mlp.fc1/fc2`, LayerNorm eps 1e-6) and `norm`, the LayerNorm of every output token, which is ssl_hf's
+    backbone `post_layernorm`. `dino_loss` holds `center (1, 1, K)` and `patch_center (1, K_patch)`.
+    """
+    from ..models.selfpatch import SelfPatchConfig, SelfPatchForPreTraining
+
+    def read(state: dict[str, Tensor], where: str) -> tuple[dict, object, set[str]]:
+        norm = (state.get("ca_head.norm.weight"), state.get("ca_head.norm.bias"))
+        if norm[0] is None or norm[1] is None:
+            raise ConversionError(f"{where}: no SelfPatch aggregation head (`ca_head.norm`, `ca_head.cls_blocks`).")
+        vit = read_timm_vit(state, "backbone.")
+        if vit.cls_token is not None:
+            raise ConversionError(
+                f"{where}: SelfPatch's backbone has no cls token, this one has `backbone.cls_token`."
+            )
+        backbone, _ = cls_free_vit_weights(vit, state, heads, None, norm)
+        aggregation, blocks, ca_used = _ca_head(state, where)
+        head, fields, head_used = _dino_head(state, where, "c_head.")
+        patch_head, patch_fields, patch_used = _dino_head(state, where, "p_head.")
+        if {k: v for k, v in patch_fields.items() if k != "out_dim"} != {
+            k: v for k, v in fields.items() if k != "out_dim"
+        }:
+            raise ConversionError(f"{where}: `c_head` and `p_head` differ beyond their outputs (ssl_hf shares them).")
+        fields = {**fields, "patch_out_dim": patch_fields["out_dim"], "num_aggregation_blocks": blocks}
+        config = timm_vit_config(vit, heads)
+        used = vit.consumed | ca_used | head_used | patch_used | {"ca_head.norm.weight", "ca_head.norm.bias"}
+        parts = {"backbone": backbone, "aggregation": aggregation, "head": head, "patch_head": patch_head}
+        return {**parts, "config": config}, (config.to_dict(), fields), used
+
+    student, teacher, (_, fields) = _two_networks(loaded, source, "SelfPatch", read)
+    config = student["config"]
+    values = dict(fields)
+    record.inferred.update(_vit_record(config), **fields)
+    _local_crop_size(config, values, record)
+    _distillation_fields(loaded, values, record, student["head"]["last_layer.gain"])
+    model = SelfPatchForPreTraining(SelfPatchConfig(backbone_config=config, **values))
+    weights = {
+        "center": _centre(loaded, "center", fields["out_dim"], source, record),
+        "patch_center": _centre(loaded, "patch_center", fields["patch_out_dim"], source, record),
+        "progress": torch.zeros(()),
+    }
+    for network, prefix in ((student, ""), (teacher, "teacher_")):
+        for part in ("backbone", "aggregation", "head", "patch_head"):
+            weights.update({f"{prefix}{part}.{k}": v for k, v in network[part].items()})
+    return _load(model, weights)
+
+
+def _ca_head(state: dict[str, Tensor], where: str) -> tuple[dict[str, Tensor], int, set[str]]:
+    """SelfPatch's `ca_head` query token and class-attention blocks -> `SelfPatchAggregation` weights."""
+    p = "ca_head."
+    blocks = 1 + max((int(k.split(".")[2]) for k in state if k.startswith(f"{p}cls_blocks.")), default=-1)
+    names = {
+        "norm1": "norm1",
+        "attn.q": "q",
+        "attn.k": "k",
+        "attn.v": "v",
+        "attn.proj": "proj",
+        "norm2": "norm2",
+        "mlp.fc1": "mlp.0",
+        "mlp.fc2": "mlp.2",
+    }
+    required = [f"{p}cls_token"] + [
+        f"{p}cls_blocks.{i}.{theirs}.{leaf}" for i in range(blocks) for theirs in names for leaf in ("weight", "bias")
+    ]
+    missing = [k for k in required if k not in state]
+    if blocks < 1 or missing:
+        raise ConversionError(
+            f"{where}: SelfPatch's `ca_head` is incomplete: missing {preview(missing) or 'every block'}."
+        )
+    weights = {"cls_token": state[f"{p}cls_token"]}
+    for i in range(blocks):
+        for theirs, ours in names.items():
+            for leaf in ("weight", "bias"):
+                weights[f"blocks.{i}.{ours}.{leaf}"] = state[f"{p}cls_blocks.{i}.{theirs}.{leaf}"]
+    return weights, blocks, set(required)
 
 
 def _dino_backbone(
@@ -327,9 +438,11 @@ def _dino_backbone(
     return weights, config, set(vit.consumed) | {k for k in state if k.startswith("backbone.head.")}
 
 
-def _dino_head(state: dict[str, Tensor], where: str) -> tuple[dict[str, Tensor], dict[str, object], set[str]]:
-    """DINO's head under `head.` -> `DINOHead` weights (same `mlp` indices) and its config fields."""
-    p = "head."
+def _dino_head(state: dict[str, Tensor], where: str, p: str) -> tuple[dict[str, Tensor], dict[str, object], set[str]]:
+    """DINO's head under `p` (`head.`; SelfPatch's `c_head.`, `p_head.`) -> `DINOHead` weights and config fields.
+
+    The `mlp` indices are those of `DINOHead` (both shift the same way with BatchNorm).
+    """
     head = {k[len(p) :]: v for k, v in state.items() if k.startswith(p)}
     if "mlp.weight" in head:  # nlayers == 1: `mlp` is a single Linear
         head = {(f"mlp.0.{k[4:]}" if k.startswith("mlp.") else k): v for k, v in head.items()}
@@ -337,14 +450,14 @@ def _dino_head(state: dict[str, Tensor], where: str) -> tuple[dict[str, Tensor],
     direction = head.pop("last_layer.weight_v", head.pop("last_layer.parametrizations.weight.original1", None))
     if gain is None or direction is None:
         raise ConversionError(
-            f"{where}: no weight-normalised last layer (`head.last_layer.weight_g` / `weight_v`, or the "
+            f"{where}: no weight-normalised last layer (`{p}last_layer.weight_g` / `weight_v`, or the "
             "`parametrizations.weight.original0/1` of torch's newer weight norm)."
         )
     linears = sorted(
         int(k.split(".")[1]) for k, v in head.items() if k.startswith("mlp.") and k.endswith(".weight") and v.ndim == 2
     )
     if not linears:
-        raise ConversionError(f"{where}: DINO's head has no `head.mlp` layers.")
+        raise ConversionError(f"{where}: no DINO head `{p}mlp` layers.")
     use_bn = any(k.endswith("running_mean") for k in head)
     fields = {
         "out_dim": direction.shape[0],

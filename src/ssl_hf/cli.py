@@ -421,8 +421,9 @@ def _convert(argv: list[str]) -> None:
         action="store_true",
         help="Write the whole ssl_hf pre-training model instead of the encoder export (default: off): MAE *_full.pth "
         "-> MAEForPreTraining (encoder + decoder), DINO full checkpoint -> DINOForPreTraining (student, teacher, "
-        "heads, centre), SelfPatch checkpoint -> SelfPatchForPreTraining (also the aggregation head and patch head). "
-        "Continue with `ssl-hf pretrain --method M --init_from DIR`. --from mae, dino and selfpatch only.",
+        "heads, centre), SelfPatch checkpoint -> SelfPatchForPreTraining (also the aggregation head and patch head), "
+        "solo-learn / lightly BYOL -> BYOLForPreTraining (online and target networks, heads). Continue with "
+        "`ssl-hf pretrain --method M --init_from DIR`. --from mae, dino, selfpatch, solo-learn, lightly.",
     )
     parser.add_argument(
         "--decoder_num_attention_heads",

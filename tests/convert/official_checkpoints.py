@@ -387,3 +387,55 @@ def selfpatch_full_checkpoint() -> dict:
         "epoch": 1,
         "args": argparse.Namespace(k_num=2, norm_last_layer=True, out_dim=32, out_dim_selfpatch=24),
     }
+
+
+def byol_head_keys(in_dim: int, hidden: int = 24, out: int = 8, seed: int = 40) -> dict[str, Tensor]:
+    """A BYOL projector / predictor (`Linear (0) -> BatchNorm1d (1) -> ReLU -> Linear (3)`, solo-learn and lightly)."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {"0.weight": _randn(gen, hidden, in_dim, scale=0.2), "0.bias": _randn(gen, hidden)}
+    _bn(sd, "1", hidden, gen)
+    sd["3.weight"], sd["3.bias"] = _randn(gen, out, hidden, scale=0.2), _randn(gen, out)
+    return sd
+
+
+def byol_head_forward(sd: dict[str, Tensor], prefix: str, x: Tensor) -> Tensor:
+    """The head in eval mode (BatchNorm with its running statistics, eps 1e-5)."""
+    p = prefix
+    h = F.linear(x, sd[f"{p}0.weight"], sd[f"{p}0.bias"])
+    h = F.batch_norm(h, sd[f"{p}1.running_mean"], sd[f"{p}1.running_var"], sd[f"{p}1.weight"], sd[f"{p}1.bias"])
+    return F.linear(F.relu(h), sd[f"{p}3.weight"], sd[f"{p}3.bias"])
+
+
+BYOL_NAMES = {
+    # format: online backbone, target backbone, projector, target projector, predictor, a dropped online classifier
+    "solo-learn": (
+        "backbone.",
+        "momentum_backbone.",
+        "projector.",
+        "momentum_projector.",
+        "predictor.",
+        "classifier.",
+    ),
+    "lightly": (
+        "backbone.",
+        "teacher_backbone.",
+        "projection_head.layers.",
+        "teacher_projection_head.layers.",
+        "prediction_head.layers.",
+        "online_classifier.",
+    ),
+}
+
+
+def byol_state_dict(source_format: str = "solo-learn") -> dict[str, Tensor]:
+    """A BYOL `state_dict` of solo-learn (`backbone`, `momentum_backbone`, `projector`, `momentum_projector`,
+    `predictor`, `classifier`) or lightly (`backbone`, `teacher_backbone`, `projection_head.layers`, ...): torchvision
+    ResNets without `fc`, Linear-BN-ReLU-Linear heads; online and target networks differ."""
+    online, target, projector, target_projector, predictor, classifier = BYOL_NAMES[source_format]
+    sd: dict[str, Tensor] = {}
+    for prefix, seed in ((online, 0), (target, 1)):
+        sd.update({prefix + k: v for k, v in torchvision_resnet_state_dict(True, seed=seed, classifier=False).items()})
+    for prefix, in_dim, seed in ((projector, 128, 42), (target_projector, 128, 43), (predictor, 8, 44)):
+        sd.update({prefix + k: v for k, v in byol_head_keys(in_dim, seed=seed).items()})
+    sd[f"{classifier}weight"], sd[f"{classifier}bias"] = torch.zeros(10, 128), torch.zeros(10)
+    return sd

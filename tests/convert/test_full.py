@@ -7,6 +7,9 @@ import json
 import pytest
 import torch
 from official_checkpoints import (
+    BYOL_NAMES,
+    byol_head_forward,
+    byol_state_dict,
     dino_full_checkpoint,
     dino_head_forward,
     dino_head_keys,
@@ -23,6 +26,7 @@ from official_checkpoints import (
 from ssl_hf.cli import main
 from ssl_hf.convert import ConversionError
 from ssl_hf.convert.full import convert_full_checkpoint
+from ssl_hf.models.byol import BYOLForPreTraining
 from ssl_hf.models.dino import DINOForPreTraining
 from ssl_hf.models.mae import MAEForPreTraining
 from ssl_hf.models.selfpatch import SelfPatchForPreTraining
@@ -139,7 +143,7 @@ def test_full_is_refused_for_formats_not_built_yet(tmp_path, capsys):
     torch.save(_dino_checkpoint(True), tmp_path / "x.pth")
     with pytest.raises(SystemExit):
         main(["convert", "--from", "ibot", str(tmp_path / "x.pth"), "--full", "--output_dir", str(tmp_path / "out")])
-    assert "--full supports --from mae, dino, selfpatch" in capsys.readouterr().err
+    assert "--full supports --from mae, dino, selfpatch, solo-learn, lightly" in capsys.readouterr().err
     _nothing_left(tmp_path)
 
 
@@ -188,3 +192,34 @@ def test_selfpatch_full_reproduces_the_image_logits(tmp_path):
             torch.testing.assert_close(logits, reference, atol=1e-5, rtol=0)
     teacher_patch = model.teacher_patch_head.last_layer.weight
     torch.testing.assert_close(teacher_patch, checkpoint["teacher"]["p_head.last_layer.weight_v"], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("source_format", ["solo-learn", "lightly"])
+def test_byol_full_reproduces_online_and_target_outputs(source_format, tmp_path):
+    online, target, projector, target_projector, predictor, _ = BYOL_NAMES[source_format]
+    sd = byol_state_dict(source_format)
+    torch.save({"state_dict": sd}, tmp_path / "byol.ckpt")
+    out = convert_full_checkpoint(tmp_path / "byol.ckpt", tmp_path / "out", source_format)
+    model = BYOLForPreTraining.from_pretrained(out).eval()
+    c = model.config
+    assert (c.proj_hidden_dim, c.proj_out_dim, c.pred_hidden_dim, c.head_norm) == (24, 8, 24, "bn")
+    # float64: the outputs reach ~10 through the random ResNet + heads, where fp32 rounding alone is ~2e-5
+    sd = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
+    views = torch.randn(2, 2, 3, 64, 64, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    with torch.no_grad():
+        _, predictions, targets = model.double().embed_views(views)
+        flat = views.transpose(0, 1).flatten(0, 1)
+        z = byol_head_forward(sd, projector, torchvision_resnet_forward(sd, flat, online))
+        target_z = byol_head_forward(sd, target_projector, torchvision_resnet_forward(sd, flat, target))
+    torch.testing.assert_close(predictions.flatten(0, 1), byol_head_forward(sd, predictor, z), atol=1e-10, rtol=0)
+    torch.testing.assert_close(targets.flatten(0, 1), target_z, atol=1e-10, rtol=0)
+
+
+def test_byol_without_a_target_network_starts_it_from_the_online_one(tmp_path):
+    sd = {k: v for k, v in byol_state_dict().items() if not k.startswith("momentum_")}
+    torch.save({"state_dict": sd}, tmp_path / "byol.ckpt")
+    out = convert_full_checkpoint(tmp_path / "byol.ckpt", tmp_path / "out", "solo-learn")
+    model = BYOLForPreTraining.from_pretrained(out)
+    for online, target in zip(model.backbone.state_dict().values(), model.target_backbone.state_dict().values()):
+        torch.testing.assert_close(online, target, atol=0, rtol=0)
+    assert "copy of the online network" in " ".join(json.loads((out / "conversion.json").read_text())["notes"])

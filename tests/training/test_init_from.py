@@ -11,6 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "convert"))
 from official_checkpoints import (
+    byol_state_dict,
     dino_full_checkpoint,
     mae_full_state_dict,
     selfpatch_full_checkpoint,
@@ -97,6 +98,13 @@ def test_selfpatch_pretrains_from_a_converted_full_checkpoint(tmp_path):
     selfpatch_dir = _convert(tmp_path, "selfpatch_full", selfpatch_full_checkpoint(), "selfpatch", "--full")
     run = tmp_path / "run"
     main(["pretrain", "--method", "selfpatch", "--init_from", str(selfpatch_dir), *RUN, "--output_dir", str(run)])
+    assert all(math.isfinite(x) for x in _losses(run))
+
+
+def test_byol_pretrains_from_a_converted_solo_learn_checkpoint(tmp_path):
+    byol_dir = _convert(tmp_path, "byol", {"state_dict": byol_state_dict()}, "solo-learn", "--full")
+    run = tmp_path / "run"
+    main(["pretrain", "--method", "byol", "--init_from", str(byol_dir), *RUN, "--output_dir", str(run)])
     assert all(math.isfinite(x) for x in _losses(run))
 
 

@@ -12,6 +12,12 @@ projects' code (nothing copied):
   Linear, [BatchNorm1d], GELU, ..., Linear to the bottleneck, a single `nn.Linear` when `nlayers == 1`; L2
   normalisation; `last_layer = weight_norm(Linear(bottleneck, K, bias=False))` with `weight_g (K, 1)` and
   `weight_v (K, bottleneck)`: `W = g * v / ||v||` row-wise, which is `WeightNormLinear`'s `gain * normalize(weight)`).
+- SelfPatch, alinlab/SelfPatch `main_selfpatch.py` (`MultiCropWrapper(backbone, ca_head, c_head, p_head)`, checkpoints
+  as DINO's; `dino_loss` with `center (1, 1, K)` and `patch_center (1, K_patch)`) and `selfpatch_vision_transformer.py`
+  (`SelfPatchHead`).
+- BYOL, vturrisi/solo-learn `solo/methods/byol.py` (`backbone`, `momentum_backbone`, `projector`,
+  `momentum_projector`, `predictor`) and lightly-ai/lightly `benchmarks/imagenet/resnet50/byol.py` (`backbone`,
+  `teacher_backbone`, `projection_head.layers`, `teacher_projection_head.layers`, `prediction_head.layers`).
 
 The architecture comes from the shapes; the rest of the config from the checkpoint's `args` when it has them, else
 from the method's defaults. `conversion.json` says which fields came from where.
@@ -32,6 +38,8 @@ from .layouts import (
     RESNET,
     VIT,
     ConversionError,
+    _is_sequential_resnet,
+    _rename_sequential_resnet,
     find_encoder,
     load_checkpoint_file,
     preview,
@@ -46,7 +54,7 @@ logger = logging.getLogger(__name__)
 # MAE's decoders: width 512, 16 heads for every released model (`models_mae.py` `mae_vit_*_dec512d8b`).
 MAE_DECODER_HEADS = {512: 16}
 
-FULL_FORMATS = ("mae", "dino", "selfpatch")
+FULL_FORMATS = ("mae", "dino", "selfpatch", "solo-learn", "lightly")
 
 
 class _Record:
@@ -68,9 +76,10 @@ def convert_full_checkpoint(
     """Converts a released training checkpoint into the ssl_hf pre-training model of its method (public API).
 
     Args:
-        checkpoint: MAE `*_full.pth` (or a training checkpoint) or DINO `*_full_checkpoint.pth` / `checkpoint.pth`.
+        checkpoint: MAE `*_full.pth` (or a training checkpoint), DINO `*_full_checkpoint.pth` / `checkpoint.pth`,
+            SelfPatch `checkpoint.pth`, or a solo-learn / lightly BYOL checkpoint.
         output_dir: Destination; must not exist or be empty (written under a temporary name, renamed at the end).
-        source_format: `mae` or `dino`.
+        source_format: One of `FULL_FORMATS`: `mae`, `dino`, `selfpatch`, `solo-learn`, `lightly`.
         num_attention_heads: Encoder heads (default: the standard heads of the width).
         decoder_num_attention_heads: MAE decoder heads (default: 16 for MAE's 512-wide decoders).
 
@@ -98,8 +107,10 @@ def convert_full_checkpoint(
         model = _mae(loaded, source.name, num_attention_heads, decoder_num_attention_heads, record)
     elif source_format == "dino":
         model = _dino(loaded, source.name, num_attention_heads, record)
-    else:
+    elif source_format == "selfpatch":
         model = _selfpatch(loaded, source.name, num_attention_heads, record)
+    else:
+        model = _byol(loaded, source.name, source_format, record)
     fmt = FORMATS[source_format]
     conversion = {
         "format": fmt.name,
@@ -471,3 +482,113 @@ def _dino_head(state: dict[str, Tensor], where: str, p: str) -> tuple[dict[str, 
         raise ConversionError(f"{where}: the head's last MLP layer does not feed the last layer (bottleneck width).")
     head["last_layer.weight"], head["last_layer.gain"] = direction, gain.reshape(-1, 1)
     return head, fields, {k for k in state if k.startswith(p)}
+
+
+# BYOL networks: (online backbone, target backbones tried in order, projector, target projectors, predictor, dropped)
+_BYOL_LAYOUTS = {
+    # vturrisi/solo-learn `solo/methods/byol.py` + `base.py`: nn.Sequential heads (Linear, BatchNorm1d, ReLU, Linear)
+    "solo-learn": (
+        "backbone.",
+        ("momentum_backbone.",),
+        "projector.",
+        ("momentum_projector.",),
+        "predictor.",
+        ("classifier.",),
+    ),
+    # lightly-ai/lightly `benchmarks/imagenet/resnet50/byol.py` (teacher_*) and `examples/pytorch_lightning/byol.py`
+    # (*_momentum): `BYOLProjectionHead` / `BYOLPredictionHead` keep their Sequential in `layers`
+    "lightly": (
+        "backbone.",
+        ("teacher_backbone.", "backbone_momentum."),
+        "projection_head.layers.",
+        ("teacher_projection_head.layers.", "projection_head_momentum.layers."),
+        "prediction_head.layers.",
+        ("online_classifier.",),
+    ),
+}
+
+
+def _byol(loaded: object, source: str, source_format: str, record: _Record) -> PreTrainedModel:
+    """`BYOLForPreTraining` (ResNet) from a solo-learn or lightly BYOL checkpoint: online and target networks, heads.
+
+    Both projects' heads are `Linear -> BatchNorm1d -> ReLU -> Linear` at indices 0, 1, 3, as ssl_hf's `MLPHead`.
+    Without a target network (e.g. a file saved from the online network only) the target starts as a copy of the
+    online network, as BYOL's does at step 0.
+    """
+    from ..models.byol import BYOLConfig, BYOLForPreTraining
+
+    state, _ = unwrap_state_dict(loaded, source=source)
+    online, targets, projector, target_projectors, predictor, dropped = _BYOL_LAYOUTS[source_format]
+    for prefix in (online, *targets):
+        if _is_sequential_resnet(state, prefix):
+            _rename_sequential_resnet(state, prefix)
+    if f"{online}conv1.weight" not in state:
+        raise ConversionError(f"{source}: no torchvision ResNet under `{online}` (the online encoder of BYOL).")
+    if f"{projector}0.weight" not in state or f"{predictor}0.weight" not in state:
+        raise ConversionError(
+            f"{source}: no BYOL projector (`{projector}*`) and predictor (`{predictor}*`): --full needs the heads. "
+            "Convert the encoder without --full instead."
+        )
+    target = next((p for p in targets if f"{p}conv1.weight" in state), None)
+    target_projector = next((p for p in target_projectors if f"{p}0.weight" in state), None)
+    if (target is None) != (target_projector is None):
+        raise ConversionError(f"{source}: the target network is incomplete (backbone and projector go together).")
+    if target is None:
+        target, target_projector = online, projector
+        record.notes.append(
+            "the file has no target network: it starts as a copy of the online network (BYOL's step 0)."
+        )
+    used = {k for k in state if k.startswith(dropped)}
+    weights: dict[str, Tensor] = {}
+    configs = []
+    for ours, theirs in (("backbone.", online), ("target_backbone.", target)):
+        resnet = read_torchvision_resnet(state, theirs)
+        converted, config = torchvision_resnet_to_hf(state, theirs)
+        weights.update({ours + k: v for k, v in converted.items()})
+        configs.append(config.to_dict())
+        used |= set(resnet.consumed) | {k for k in state if k.startswith(f"{theirs}fc.")}
+    if configs[0] != configs[1]:
+        raise ConversionError(f"{source}: the online and target encoders have different architectures.")
+    heads = {}
+    for ours, theirs in (
+        ("projector.", projector),
+        ("target_projector.", target_projector),
+        ("predictor.", predictor),
+    ):
+        head, norm = _mlp_head(state, theirs, source)
+        heads[ours] = (head["0.weight"].shape[0], head["3.weight"].shape[0], norm)
+        weights.update({ours + k: v for k, v in head.items()})
+        used |= {theirs + k for k in head}
+    _check_all_used(state, used, source)
+    (proj_hidden, proj_out, norm), (_, _, target_norm), (pred_hidden, pred_out, pred_norm) = heads.values()
+    if heads["projector."] != heads["target_projector."] or pred_out != proj_out or pred_norm != norm:
+        raise ConversionError(f"{source}: the BYOL heads do not have matching shapes.")
+    values = {
+        "proj_hidden_dim": proj_hidden,
+        "proj_out_dim": proj_out,
+        "pred_hidden_dim": pred_hidden,
+        "head_norm": norm,
+    }
+    _, config = torchvision_resnet_to_hf(state, online)
+    record.inferred.update({"backbone": {"model_type": "resnet", "hidden_sizes": config.hidden_sizes}}, **values)
+    record.notes.append(
+        "image_size = 224 (a ResNet does not store its input size) and ema_base = 0.996 (BYOL's): the Lightning "
+        "hyper-parameters are not read. The optimiser state and any online classifier are dropped."
+    )
+    model = BYOLForPreTraining(BYOLConfig(backbone_config=config, image_size=224, **values))
+    return _load(model, weights)
+
+
+def _mlp_head(state: dict[str, Tensor], p: str, source: str) -> tuple[dict[str, Tensor], str]:
+    """`Linear (0) -> [BatchNorm1d (1)] -> ReLU -> Linear (3)` under `p` -> `MLPHead` weights and its norm."""
+    names = [f"{i}.{leaf}" for i in (0, 3) for leaf in ("weight", "bias")]
+    missing = [p + n for n in names if p + n not in state]
+    if missing:
+        raise ConversionError(f"{source}: the head `{p}` is not Linear-BN-ReLU-Linear: missing {preview(missing)}.")
+    head = {n: state[p + n] for n in names}
+    norm = "bn" if f"{p}1.running_mean" in state else "none"
+    if norm == "bn":
+        for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            if f"{p}1.{leaf}" in state:
+                head[f"1.{leaf}"] = state[f"{p}1.{leaf}"]
+    return head, norm

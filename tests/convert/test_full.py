@@ -223,3 +223,26 @@ def test_byol_without_a_target_network_starts_it_from_the_online_one(tmp_path):
     for online, target in zip(model.backbone.state_dict().values(), model.target_backbone.state_dict().values()):
         torch.testing.assert_close(online, target, atol=0, rtol=0)
     assert "copy of the online network" in " ".join(json.loads((out / "conversion.json").read_text())["notes"])
+
+
+def test_dino_heads_with_batchnorm_keep_their_shifted_indices(tmp_path):
+    """`use_bn_in_head`: Linear, BN, GELU at 0-2 and 3-5, the last Linear at 6, as in `DINOHead` (statistics kept)."""
+    gen = torch.Generator().manual_seed(9)
+    head = {"mlp.0.weight": torch.randn(64, 192, generator=gen), "mlp.3.weight": torch.randn(64, 64, generator=gen)}
+    head.update({f"mlp.{i}.bias": torch.randn(64, generator=gen) for i in (0, 3)})
+    for i in (1, 4):  # BatchNorm1d
+        for leaf in ("weight", "bias", "running_mean", "running_var"):
+            head[f"mlp.{i}.{leaf}"] = torch.rand(64, generator=gen) + 0.5
+        head[f"mlp.{i}.num_batches_tracked"] = torch.tensor(7)
+    head["mlp.6.weight"], head["mlp.6.bias"] = torch.randn(16, 64, generator=gen), torch.randn(16, generator=gen)
+    head["last_layer.weight_g"], head["last_layer.weight_v"] = torch.ones(32, 1), torch.randn(32, 16, generator=gen)
+    backbone = {f"backbone.{k}": v for k, v in timm_vit_state_dict().items()}
+    network = {**backbone, **{f"head.{k}": v for k, v in head.items()}}
+    torch.save(
+        {"student": network, "teacher": network, "dino_loss": {"center": torch.zeros(1, 32)}}, tmp_path / "x.pth"
+    )
+    model = DINOForPreTraining.from_pretrained(convert_full_checkpoint(tmp_path / "x.pth", tmp_path / "out", "dino"))
+    assert model.config.use_bn_in_head
+    assert model.config.head_num_layers == 3
+    torch.testing.assert_close(model.teacher_head.mlp[4].running_var, head["mlp.4.running_var"], atol=0, rtol=0)
+    torch.testing.assert_close(model.head.mlp[6].weight, head["mlp.6.weight"], atol=0, rtol=0)

@@ -269,7 +269,8 @@ def _evaluate(argv: list[str]) -> None:
         "--random_init",
         action="store_true",
         help="Evaluate the floor instead: the same architecture at step 0 (the method's own init when the export "
-        "has training_args.json, else transformers'), BatchNorm statistics from 2048 training images.",
+        "has training_args.json, the --init_from model's encoder for a run started from one, else transformers'), "
+        "BatchNorm statistics from 2048 training images.",
     )
     parser.add_argument(
         "--compare_random_init",

@@ -21,7 +21,7 @@ from official_checkpoints import (
 from ssl_hf import METHODS
 from ssl_hf.cli import main
 from ssl_hf.models.dino import DINOForPreTraining
-from ssl_hf.training.init_from import load_init_weights, read_init_config
+from ssl_hf.training.init_from import config_for_init, load_init_weights, read_init_config
 
 
 RUN = ["--dataset", "digit-scenes", "--batch_size", "8", "--max_steps", "2", "--eval_every", "0", "--save_steps", "2"]
@@ -153,3 +153,19 @@ def test_resuming_an_existing_run_with_init_from_is_refused(mae_dir, mae_run, ca
     argv = ["pretrain", "--method", "mae", "--init_from", str(mae_dir), "--resume_from_checkpoint", "latest"]
     err = _refused([*argv, *RUN, "--output_dir", str(mae_run)], capsys)
     assert "drop --init_from" in err
+
+
+def test_a_missing_folder_is_explained(tmp_path, capsys):
+    err = _refused(["pretrain", "--method", "mae", "--init_from", str(tmp_path / "nowhere"), *RUN], capsys)
+    assert "no config.json there" in err
+
+
+def test_a_config_given_from_python_must_equal_the_folders(mae_dir):
+    spec = METHODS["mae"]
+    saved = read_init_config(spec, mae_dir)
+    assert config_for_init(spec, None, mae_dir).to_dict() == saved.to_dict()
+    assert config_for_init(spec, read_init_config(spec, mae_dir), mae_dir).mask_ratio == saved.mask_ratio
+    changed = read_init_config(spec, mae_dir)
+    changed.mask_ratio = 0.5
+    with pytest.raises(ValueError, match=r"mask_ratio \(0.5 here, 0.75 in DIR\)"):
+        config_for_init(spec, changed, mae_dir)

@@ -93,6 +93,7 @@ def _comparable(config: dict, prefix: str = "") -> dict:
     """Config fields that define the model (flattened `backbone_config.*`), without bookkeeping entries."""
     flat = {}
     for key, value in config.items():
+        key = str(key)  # id2label has int keys
         if key.startswith("_") or key in ("transformers_version", "architectures", "dtype", "torch_dtype"):
             continue
         if isinstance(value, dict):

@@ -246,3 +246,43 @@ def test_dino_heads_with_batchnorm_keep_their_shifted_indices(tmp_path):
     assert model.config.head_num_layers == 3
     torch.testing.assert_close(model.teacher_head.mlp[4].running_var, head["mlp.4.running_var"], atol=0, rtol=0)
     torch.testing.assert_close(model.head.mlp[6].weight, head["mlp.6.weight"], atol=0, rtol=0)
+
+
+def test_mae_training_checkpoint_args_set_the_config(tmp_path):
+    args = argparse.Namespace(model="mae_vit_tiny", norm_pix_loss=False, mask_ratio=0.5)
+    torch.save({"model": mae_full_state_dict(), "epoch": 3, "args": args}, tmp_path / "checkpoint-3.pth")
+    out = convert_full_checkpoint(
+        tmp_path / "checkpoint-3.pth", tmp_path / "out", "mae", decoder_num_attention_heads=4
+    )
+    config = MAEForPreTraining.from_pretrained(out).config
+    assert not config.norm_pix_loss
+    assert config.mask_ratio == 0.5
+    assert (
+        json.loads((out / "conversion.json").read_text())["from_checkpoint_args"]["mask_ratio"]
+        == "args.mask_ratio = 0.5"
+    )
+
+
+def test_lightly_example_layout_converts_like_the_benchmark_layout(tmp_path):
+    """lightly's `examples/pytorch_lightning/byol.py`: `nn.Sequential` ResNet indices and `*_momentum` targets."""
+    sd = byol_state_dict("lightly")
+    children = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
+    renamed = {}
+    for key, value in sd.items():
+        for theirs, ours in (("teacher_backbone.", "backbone_momentum."), ("backbone.", "backbone.")):
+            if key.startswith(theirs):
+                child, _, rest = key[len(theirs) :].partition(".")
+                key = f"{ours}{children[child]}.{rest}"
+                break
+        renamed[key.replace("teacher_projection_head.", "projection_head_momentum.")] = value
+    torch.save(sd, tmp_path / "benchmark.pth")
+    torch.save(renamed, tmp_path / "example.pth")
+    reference = BYOLForPreTraining.from_pretrained(
+        convert_full_checkpoint(tmp_path / "benchmark.pth", tmp_path / "a", "lightly")
+    )
+    example = BYOLForPreTraining.from_pretrained(
+        convert_full_checkpoint(tmp_path / "example.pth", tmp_path / "b", "lightly")
+    )
+    expected = reference.state_dict()
+    for name, tensor in example.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], atol=0, rtol=0)

@@ -64,6 +64,7 @@ def test_mae_full_reproduces_the_official_loss_and_prediction(mae_full, tmp_path
     record = json.loads((out / "conversion.json").read_text())
     assert record["mode"] == "full"
     assert record["model_class"] == "MAEForPreTraining"
+    assert record["method"] == "mae"
     assert record["inferred_from_shapes"]["decoder_hidden_size"] == 64
 
 

@@ -115,7 +115,7 @@ def convert_full_checkpoint(
     conversion = {
         "format": fmt.name,
         "mode": "full",
-        "method": fmt.card_method,
+        "method": model.config.model_type.removeprefix("ssl_"),
         "model_class": type(model).__name__,
         "source_file": source.name,
         "source_sha256": sha256_of(source),

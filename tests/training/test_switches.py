@@ -320,12 +320,13 @@ def test_choose_precision_times_fp32_and_bf16_and_restores_the_rng(tmp_path):
     args = _args(tmp_path, mixed_precision="auto").resolved(spec.training_defaults)
     torch.manual_seed(123)
     rng = torch.get_rng_state()
-    choice, timings = choose_precision(spec, tiny_mae_config(), args, steps=2)
+    choice, timings = choose_precision(spec, tiny_mae_config(), args, steps=2, max_images=3)
     assert torch.equal(torch.get_rng_state(), rng)
     assert choice in ("no", "bf16")
     assert timings["choice"] == choice
     assert timings["fp32_step_seconds"] > 0
     assert timings["bf16_step_seconds"] > 0
+    assert timings["timed_images"] == min(3, args.batch_size)  # a small batch: only the ratio is compared
 
 
 def test_choose_precision_keeps_the_resumed_choice_without_timing(tmp_path, monkeypatch):

@@ -79,7 +79,7 @@ def config_for_init(spec: MethodSpec, given: PreTrainedConfig | None, init_from:
     saved = read_init_config(spec, init_from)
     if given is None:
         return saved
-    ours, theirs = _comparable(given.to_dict()), _comparable(saved.to_dict())
+    ours, theirs = comparable_config(given.to_dict()), comparable_config(saved.to_dict())
     conflicts = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
     if conflicts:
         shown = ", ".join(f"{k} ({ours.get(k)} here, {theirs.get(k)} in DIR)" for k in conflicts[:8])
@@ -89,7 +89,7 @@ def config_for_init(spec: MethodSpec, given: PreTrainedConfig | None, init_from:
     return saved
 
 
-def _comparable(config: dict, prefix: str = "") -> dict:
+def comparable_config(config: dict, prefix: str = "") -> dict:
     """Config fields that define the model (flattened `backbone_config.*`), without bookkeeping entries."""
     flat = {}
     for key, value in config.items():
@@ -97,7 +97,7 @@ def _comparable(config: dict, prefix: str = "") -> dict:
         if key.startswith("_") or key in ("transformers_version", "architectures", "dtype", "torch_dtype"):
             continue
         if isinstance(value, dict):
-            flat.update(_comparable(value, f"{prefix}{key}."))
+            flat.update(comparable_config(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -29,6 +29,7 @@ from .memory import keep_freed_cpu_memory
 from .monitor import CollapseAlarms, OnlineKNN, collapse_statistics
 from .optim import build_optimizer, clip_grad_norm_per_tensor_, scaled_lr
 from .precision import choose_precision
+from .resume import RUN_RECORD, check_resume
 from .schedules import cosine_with_warmup
 
 
@@ -85,6 +86,13 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
             f"{resume_dir.name}: drop --init_from (the checkpoint holds the weights) or choose a new --output_dir."
         )
 
+    global_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    lr_multiplier = getattr(model_config, "learning_rate_multiplier", 1.0)  # e.g. MSBReg: x K views
+    peak_lr = args.learning_rate or scaled_lr(args.base_learning_rate, global_batch) * lr_multiplier
+    run_record = _run_record(spec, model_config, args, accelerator, peak_lr, global_batch)
+    if resume_dir is not None:  # before building anything: another model or dataset is refused by name
+        run_record["resumes"] = check_resume(resume_dir, run_record)
+
     if args.cpu_keep_freed_memory and accelerator.device.type == "cpu":
         keep_freed_cpu_memory()
     set_seed(args.seed)
@@ -93,9 +101,6 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     if args.init_from:
         load_init_weights(model, args.init_from)
     loader, dataset = _build_loader(spec, model_config, args, accelerator)
-    global_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
-    lr_multiplier = getattr(model_config, "learning_rate_multiplier", 1.0)  # e.g. MSBReg: x K views
-    peak_lr = args.learning_rate or scaled_lr(args.base_learning_rate, global_batch) * lr_multiplier
     optimizer = build_optimizer(args.optimizer, model, peak_lr, args, accelerator.device)
     if args.streaming:
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -118,10 +123,9 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
         logger.info("Resumed from %s at step %d", resume_dir, state["step"])
     metrics = _MetricsWriter(out / "metrics.jsonl", accelerator.is_main_process, resume_step=state["step"])
     if accelerator.is_main_process:
-        record = _run_record(spec, model_config, args, accelerator, peak_lr, global_batch)
         if precision_timings is not None:
-            record["derived"]["mixed_precision_auto"] = precision_timings
-        _write_json(out / "args.json", record)
+            run_record["derived"]["mixed_precision_auto"] = precision_timings
+        _write_json(out / "args.json", run_record)
     if args.report_to:
         accelerator.init_trackers(spec.name, config={k: v for k, v in args.to_dict().items() if v is not None})
 
@@ -385,6 +389,8 @@ def save_checkpoint(accelerator: Accelerator, out: Path, state: dict, keep: int 
                 "mixed_precision": accelerator.mixed_precision,
             },
         )
+        if (out / "args.json").is_file():  # the checkpoint says which run it continues (`resume.check_resume`)
+            shutil.copyfile(out / "args.json", tmp / RUN_RECORD)
         _replace_dir(tmp, final)
         if keep:
             for old in _complete_checkpoints(out)[:-keep]:

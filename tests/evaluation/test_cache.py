@@ -7,6 +7,7 @@ import torch
 from transformers import ViTConfig, ViTModel
 
 import ssl_hf.evaluation as evaluation
+import ssl_hf.evaluation.evaluate as evaluate_module
 from ssl_hf.evaluation.cache import FeatureCache, model_fingerprint
 
 
@@ -28,7 +29,7 @@ def export(tmp_path):
 def counted(monkeypatch):
     """Counts the real feature passes (image-level and patch tokens)."""
     calls = {"pooled": 0, "tokens": 0}
-    real_pooled, real_tokens = evaluation.extract_features, evaluation.extract_patch_features
+    real_pooled, real_tokens = evaluate_module.extract_features, evaluate_module.extract_patch_features
 
     def pooled(*args, **kwargs):
         calls["pooled"] += 1
@@ -38,8 +39,8 @@ def counted(monkeypatch):
         calls["tokens"] += 1
         return real_tokens(*args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "extract_features", pooled)
-    monkeypatch.setattr(evaluation, "extract_patch_features", tokens)
+    monkeypatch.setattr(evaluate_module, "extract_features", pooled)
+    monkeypatch.setattr(evaluate_module, "extract_patch_features", tokens)
     return calls
 
 

@@ -18,7 +18,8 @@ from conftest import (
 from transformers import AutoModel
 
 import ssl_hf
-import ssl_hf.evaluation as evaluation
+import ssl_hf.evaluation.evaluate as evaluate_module
+import ssl_hf.evaluation.floor as floor_module
 from ssl_hf import BYOLForPreTraining, backbone_config
 from ssl_hf.data.datasets import ImageSource, load_image_source
 from ssl_hf.data.views import EvalView
@@ -186,7 +187,7 @@ def test_without_a_usable_record_the_twin_is_transformers_init(tmp_path, resnet_
 
 def test_evaluate_calibrates_the_twin_only_and_labels_its_rows(resnet_export, squares, monkeypatch):
     calibrated, seen = [], []
-    real_calibrate, real_extract = evaluation.calibrate_batchnorm, evaluation.extract_features
+    real_calibrate, real_extract = floor_module.calibrate_batchnorm, evaluate_module.extract_features
 
     def calibrate(model, *args, **kwargs):
         calibrated.append(model)
@@ -196,8 +197,8 @@ def test_evaluate_calibrates_the_twin_only_and_labels_its_rows(resnet_export, sq
         seen.append({k: v.clone() for k, v in model.state_dict().items() if "running" in k})
         return real_extract(model, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "calibrate_batchnorm", calibrate)
-    monkeypatch.setattr(evaluation, "extract_features", extract)
+    monkeypatch.setattr(floor_module, "calibrate_batchnorm", calibrate)
+    monkeypatch.setattr(evaluate_module, "extract_features", extract)
     kwargs = dict(protocols=("knn", "diagnostics"), k=5, diagnostics_images=8, cache=False)
     (knn, diagnostics) = evaluate_backbone(str(resnet_export), str(squares), **kwargs)
     assert not calibrated
@@ -232,8 +233,8 @@ def test_the_floor_of_a_vit_is_not_calibrated_and_names_the_method(tmp_path, squ
 
 def test_the_cache_keys_the_floor_by_init_and_calibration(resnet_export, squares, tmp_path, monkeypatch):
     passes = []
-    real = evaluation.extract_features
-    monkeypatch.setattr(evaluation, "extract_features", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = evaluate_module.extract_features
+    monkeypatch.setattr(evaluate_module, "extract_features", lambda *a, **k: passes.append(1) or real(*a, **k))
     kwargs = dict(random_init=True, k=5, cache_dir=tmp_path / "cache")
     first = evaluate_backbone(str(resnet_export), str(squares), **kwargs)[0]
     assert len(passes) == 2

@@ -9,6 +9,9 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..data.datasets import ImageSource
+from ..data.views import EvalView
+
 
 CACHE_VERSION = 1  # bump when the meaning of cached tensors changes
 
@@ -41,6 +44,16 @@ def model_fingerprint(
         identity["random_init_seed"] = seed
         identity["floor"] = floor
     return identity
+
+
+def source_key(source: ImageSource, name: str, split: str) -> dict:
+    """Identifies a split's content: the `datasets` fingerprint (changes with the data), plus name and split."""
+    return {"dataset": name, "split": split, "fingerprint": getattr(source.dataset, "_fingerprint", None)}
+
+
+def view_key(view: EvalView) -> list:
+    """Identifies an evaluation view: its size and normalisation."""
+    return [view.image_size, list(view.mean), list(view.std)]
 
 
 class FeatureCache:

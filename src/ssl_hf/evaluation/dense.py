@@ -10,13 +10,20 @@ metric `mean_iou` shipped with the package (`metric_loading.load_metric`, offlin
 
 import math
 
+import datasets
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from transformers import PreTrainedModel
 
 from ..data.builtin import BACKGROUND_CLASS, patch_labels
+from ..data.datasets import ImageSource
 from .linear_probe import train_linear_probe
 from .metric_loading import load_metric
+
+
+SEGMENTATION_COLUMN = "segmentation"
 
 
 def dense_probe(
@@ -127,6 +134,55 @@ def iou_metrics(confusion: Tensor) -> dict:
         counts=confusion[true, pred].numpy(),
         num_classes=confusion.shape[0],
     )
+
+
+def check_dense_backbone(model: PreTrainedModel) -> None:
+    """Raises a `ValueError` unless the model is a token backbone (a `patch_size` in its config)."""
+    if getattr(model.config, "patch_size", None) is None:
+        raise ValueError(
+            f"The dense protocol needs a transformer backbone with patch tokens (ViT, DINOv2, SigLIP); "
+            f"{type(model).__name__} ({model.config.model_type}) has none: CNNs such as ResNet are not supported."
+        )
+
+
+def backbone_patch_size(model: PreTrainedModel) -> int:
+    """The patch side of a token backbone, in pixels."""
+    size = model.config.patch_size
+    return int(size if isinstance(size, int) else size[0])
+
+
+def check_segmentation(ds: datasets.Dataset, where: str) -> None:
+    """Raises a `ValueError` suggesting `--dataset digit-scenes` unless `ds` has a `segmentation` column."""
+    if SEGMENTATION_COLUMN not in ds.column_names:
+        raise ValueError(
+            f"{where} has no '{SEGMENTATION_COLUMN}' column (columns: {ds.column_names}): the dense protocol needs "
+            "per-pixel class maps. Use the built-in set with them: --dataset digit-scenes."
+        )
+    if isinstance(ds.features[SEGMENTATION_COLUMN], datasets.Image):
+        raise ValueError(
+            f"{where}: column '{SEGMENTATION_COLUMN}' holds mask images; the dense protocol reads square class maps "
+            "stored as integer lists (flattened H*W), as in --dataset digit-scenes."
+        )
+
+
+def segmentation_maps(source: ImageSource, rows: Tensor, image_size: int, desc: str) -> Tensor:
+    """The segmentation maps of `rows` at the view size `(N, image_size * image_size)` (nearest resize).
+
+    Args:
+        source: A split with a `segmentation` column (`check_segmentation`).
+        rows: Dataset rows of the images whose patch tokens were kept (`extract_patch_features`).
+        image_size: Side of the evaluation view.
+        desc: Names the split in errors.
+    """
+    table = source.dataset.with_format("arrow")[rows.tolist()]
+    values = table.column(SEGMENTATION_COLUMN).combine_chunks()
+    while isinstance(values, pa.ListArray | pa.LargeListArray | pa.FixedSizeListArray):  # (N, H*W) or (N, H, W)
+        values = values.flatten()
+    flat = values.to_numpy(zero_copy_only=False)
+    if len(rows) == 0 or flat.size % len(rows):
+        raise ValueError(f"{desc}: the '{SEGMENTATION_COLUMN}' rows do not all hold the same number of pixels.")
+    seg = torch.from_numpy(flat.reshape(len(rows), -1).copy())  # arrow buffers are read-only
+    return resize_segmentation(seg, image_size)
 
 
 def resize_segmentation(segmentation: Tensor, image_size: int) -> Tensor:

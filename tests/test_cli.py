@@ -6,6 +6,7 @@ from pathlib import Path
 import datasets
 import huggingface_hub.constants
 import pytest
+import torch
 import yaml
 from conftest import write_square_folders
 from huggingface_hub import ModelCard
@@ -364,3 +365,50 @@ def test_preset_of_another_method_is_named(no_training, capsys):
         main(["pretrain", "--method", "mae", "--preset", "byol-cpu"])
     assert exit_info.value.code == 2
     assert "preset of --method byol" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- pre-training folders
+
+
+@pytest.fixture(scope="module")
+def four_step_run(tmp_path_factory):
+    """A finished 4-step tiny MAE run with checkpoints step_2 and step_4."""
+    from conftest import reset_accelerate, tiny_mae_config, tiny_training_args
+
+    run = tmp_path_factory.mktemp("cli_run") / "run"
+    ssl_hf.training.pretrain(
+        ssl_hf.get_method("mae"), tiny_mae_config(), tiny_training_args(run, max_steps=4, save_steps=2)
+    )
+    reset_accelerate()
+    return run
+
+
+def test_export_an_intermediate_checkpoint(four_step_run, tmp_path, capsys):
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    out = tmp_path / "export_step_2"
+    main(["export", str(four_step_run / "checkpoints" / "step_2"), "--output_dir", str(out)])
+    assert "Exported ViTModel" in capsys.readouterr().out
+    encoder = AutoModel.from_pretrained(out)
+    saved = load_file(four_step_run / "checkpoints" / "step_2" / "model.safetensors")
+    final = load_file(four_step_run / "checkpoints" / "step_4" / "model.safetensors")
+    shared = [k for k in encoder.state_dict() if f"backbone.{k}" in saved]
+    assert len(shared) > 10
+    for key in shared:
+        assert torch.equal(encoder.state_dict()[key], saved[f"backbone.{key}"]), key
+    assert any(not torch.equal(saved[f"backbone.{k}"], final[f"backbone.{k}"]) for k in shared)
+    record = json.loads((out / "training_args.json").read_text())
+    assert (record["derived"]["checkpoint_step"], record["training"]["max_steps"]) == (2, 4)
+    assert "| optimiser steps | 2 |" in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("folder", ["final", "checkpoints/step_2"])
+def test_evaluate_a_pretraining_folder_says_export_first(four_step_run, folder, capsys):
+    path = four_step_run / folder
+    assert _exit_code(["evaluate", str(path), "--dataset", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert len(err) < 400
+    suggested = four_step_run / ("export" if folder == "final" else "export_step_2")
+    assert f"Export first: ssl-hf export {path} --output_dir {suggested}" in err

@@ -269,3 +269,20 @@ def test_unreachable_endpoint_is_named(hub, export_dir):
     endpoint = f"http://127.0.0.1:{port}"
     with pytest.raises(PushError, match=f"Cannot reach the Hub at {re.escape(endpoint)}"):
         push_to_hub(export_dir, "org/tiny-mae", token=TOKEN, endpoint=endpoint)
+
+
+@pytest.mark.parametrize("folder", ["final", "checkpoint"])
+def test_a_pretraining_folder_is_refused_with_the_export_command(hub, tmp_path, folder):
+    """A run's final/ passes the file check (config.json + safetensors) but needs `import ssl_hf`; a checkpoint too."""
+    path = tmp_path / "run" / "final"
+    MAEForPreTraining(tiny_mae_config()).save_pretrained(path)
+    if folder == "checkpoint":
+        path = tmp_path / "run" / "checkpoints" / "step_2"
+        path.mkdir(parents=True)
+        (path / "model.safetensors").write_bytes((tmp_path / "run" / "final" / "model.safetensors").read_bytes())
+        (path / "ssl_hf_state.json").write_text(json.dumps({"state": {"step": 2}}))
+    with pytest.raises(PushError, match="Export first") as err:
+        push_to_hub(path, "org/tiny-mae", token=TOKEN, endpoint=hub.url)
+    suggested = tmp_path / "run" / ("export" if folder == "final" else "export_step_2")
+    assert f"ssl-hf export {path} --output_dir {suggested}" in str(err.value)
+    assert hub.requests == []

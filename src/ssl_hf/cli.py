@@ -192,7 +192,10 @@ def _export(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="ssl-hf export", description="Export the encoder as a stock transformers model."
     )
-    parser.add_argument("pretrained", help="A run's final/ folder (or any ssl_hf save_pretrained folder).")
+    parser.add_argument(
+        "pretrained",
+        help="A run's final/ folder, one of its checkpoints/step_<N> folders, or any ssl_hf save_pretrained folder.",
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--format", choices=["vit", "dinov2"], default="vit", help="Exported architecture.")
     parser.add_argument("--results", help="Evaluation JSON (from ssl-hf evaluate) to put in the model card.")
@@ -286,6 +289,11 @@ def _evaluate(argv: list[str]) -> None:
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         parser.error(f"unknown protocol(s) {', '.join(unknown)}; choose from {', '.join(PROTOCOLS)} or all")
+    from ssl_hf.training.checkpoints import export_first
+
+    problem = export_first(args.model, "evaluate")
+    if problem:
+        raise ValueError(problem)
     args.pool = args.pool or _method_pool(args.model)
     dense_only = protocols == ("dense",)
     args.dataset = args.dataset or ("digit-scenes" if dense_only else "digits")

@@ -12,7 +12,6 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
-    AutoModelForPreTraining,
     Dinov2Config,
     Dinov2Model,
     PreTrainedModel,
@@ -44,7 +43,8 @@ def export_pretrained(
     """Writes the method's encoder as a plain transformers checkpoint that `AutoModel.from_pretrained` loads.
 
     Args:
-        pretrained: A `<M>ForPreTraining` or the folder of its `save_pretrained` (e.g. `RUN/final`).
+        pretrained: A `<M>ForPreTraining`, the folder of its `save_pretrained` (e.g. `RUN/final`) or a checkpoint
+            of a run (`RUN/checkpoints/step_<N>`).
         output_dir: Destination folder (created).
         export_format: `vit` (`ViTModel`) or `dinov2` (`Dinov2Model`; also loads with `Dinov2Backbone`).
         results: Evaluation results (`ssl-hf evaluate` JSON) to put in the model card.
@@ -55,25 +55,20 @@ def export_pretrained(
     Returns:
         The output folder, holding `config.json`, `model.safetensors`, `preprocessor_config.json` and `README.md`.
     """
-    source_dir = None
+    training = None
     if not isinstance(pretrained, PreTrainedModel):
-        source_dir = Path(pretrained)
-        if not (source_dir / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{source_dir} has no config.json: give the `final/` folder of a run (or any save_pretrained folder)."
-            )
         import ssl_hf  # noqa: F401  registers the Auto classes
 
-        pretrained = AutoModelForPreTraining.from_pretrained(source_dir)
+        from .training.checkpoints import load_pretraining_folder
+
+        pretrained, training = load_pretraining_folder(pretrained)
     exported = exported_encoder(pretrained, export_format, keep_adapters)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     exported.save_pretrained(out)
     size = input_size(pretrained.config)
     write_processor(out, size)
-    training = None
-    if source_dir is not None and (source_dir / "training_args.json").is_file():
-        training = json.loads((source_dir / "training_args.json").read_text())
+    if training is not None:
         (out / "training_args.json").write_text(json.dumps(training, indent=2) + "\n")
     method = getattr(pretrained.config, "model_type", "ssl_mae").removeprefix("ssl_")
     base_model = getattr(pretrained.config, "base_model", None)  # TEC: the model its targets came from
@@ -566,7 +561,7 @@ def _training_section(training: dict | None) -> str:
     rows = [
         ("method", training.get("method")),
         ("dataset", _dataset_note(t.get("dataset"), t.get("dataset_config"), t.get("train_split"))),
-        ("optimiser steps", t.get("max_steps")),
+        ("optimiser steps", d.get("checkpoint_step", t.get("max_steps"))),  # an exported checkpoint: its step
         ("global batch", d.get("global_batch_size")),
         ("peak learning rate", d.get("peak_learning_rate")),
         ("weight decay", t.get("weight_decay")),

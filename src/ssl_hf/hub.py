@@ -42,9 +42,15 @@ def export_files(export_dir: str | os.PathLike) -> list[Path]:
         Every file under the folder (sub-folders included), sorted, except hidden files and folders and `*.tmp`.
 
     Raises:
-        PushError: The folder is not an export (no `config.json` or no `model.safetensors`).
+        PushError: The folder is not an export (no `config.json` or no `model.safetensors`), or is a run's pre-training
+            model or checkpoint (which needs `import ssl_hf`): export it first.
     """
+    from .training.checkpoints import export_first
+
     root = Path(export_dir)
+    problem = export_first(root, "push")
+    if problem:
+        raise PushError(problem)
     missing = [] if (root / "config.json").is_file() else ["config.json"]
     if not any((root / name).is_file() for name in WEIGHT_FILES):
         missing.append("model.safetensors")

@@ -23,20 +23,17 @@ from ..data.pipeline import SKIPPED, StreamingViews, ViewsDataset
 from ..export import input_size
 from ..registry import MethodSpec
 from .arguments import TrainingArguments
+from .checkpoints import CHECKPOINTS, META, RUN_RECORD, check_resume
 from .curves import plot_training_curves
 from .init_from import config_for_init, load_init_weights
 from .memory import keep_freed_cpu_memory
 from .monitor import CollapseAlarms, OnlineKNN, collapse_statistics
 from .optim import build_optimizer, clip_grad_norm_per_tensor_, scaled_lr
 from .precision import choose_precision
-from .resume import RUN_RECORD, check_resume
 from .schedules import cosine_with_warmup
 
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
-META = "ssl_hf_state.json"
 
 
 class NonFiniteLossError(RuntimeError):

@@ -1,4 +1,4 @@
-"""`--resume_from_checkpoint`: which settings a resumed run must keep, and which may change on the way.
+"""What a run saves, read back: resuming from a checkpoint, exporting one, and telling either from an export.
 
 A checkpoint continues the run that wrote it: the same method, model, data, batch and seed, so that the resumed run is
 the run its `args.json` and model card describe. Changing one of those is refused by name. Settings that only steer
@@ -11,12 +11,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoModelForPreTraining, PreTrainedModel
+
+from ..registry import METHODS, get_method
 from .init_from import comparable_config
 
 
 logger = logging.getLogger(__name__)
 
-RUN_RECORD = "training_args.json"  # the run's args.json, copied into every checkpoint
+CHECKPOINTS = "checkpoints"  # RUN/checkpoints/step_<N>: Accelerate state + META + RUN_RECORD
+META = "ssl_hf_state.json"  # the loop's state (step, epoch, ...) of a checkpoint
+RUN_RECORD = "training_args.json"  # the run's args.json, copied into every checkpoint and into final/
 
 # `TrainingArguments` fields that decide which images the run sees, in which order and how augmented, and the
 # optimiser whose state the checkpoint holds
@@ -98,3 +103,74 @@ def check_resume(checkpoint: Path, record: dict) -> list[dict[str, Any]]:
             ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),
         )
     return [*saved.get("resumes", []), {"checkpoint": str(checkpoint), "changed": changed}]
+
+
+def pretraining_folder(path: str | Path) -> str | None:
+    """What a local folder of a run is: `checkpoint` (`checkpoints/step_<N>`), `model` (a saved `<M>ForPreTraining`).
+
+    Returns None for anything else: an encoder export, a Hub id, a missing folder.
+    """
+    path = Path(path)
+    if (path / META).is_file():
+        return "checkpoint"
+    config = path / "config.json"
+    if config.is_file():
+        architectures = json.loads(config.read_text()).get("architectures") or []
+        if {spec.model_class.__name__ for spec in METHODS.values()} & set(architectures):
+            return "model"
+    return None
+
+
+def export_first(path: str | Path, command: str) -> str | None:
+    """The error for `ssl-hf <command> PATH` when PATH is a pre-training folder, with the export command; else None."""
+    kind = pretraining_folder(path)
+    if kind is None:
+        return None
+    path = Path(path)
+    run = path.parent.parent if kind == "checkpoint" else path.parent
+    suggested = run / ("export" if kind == "model" else f"export_{path.name}")
+    what = (
+        "a training checkpoint"
+        if kind == "checkpoint"
+        else "a pre-training model (it loads only after `import ssl_hf`)"
+    )
+    return (
+        f"{path} is {what}, not an encoder export; {command} takes an export. Export first: "
+        f"ssl-hf export {path} --output_dir {suggested}"
+    )
+
+
+def load_pretraining_folder(path: str | Path) -> tuple[PreTrainedModel, dict | None]:
+    """The `<M>ForPreTraining` of a run's `final/` or `checkpoints/step_<N>` folder, with its run record.
+
+    `final/` may be any `save_pretrained` folder of a pre-training model. The run record is its `training_args.json`
+    (None when not recorded); a checkpoint's also says the step it was saved at (`derived.checkpoint_step`).
+
+    Raises:
+        FileNotFoundError: The folder is neither.
+    """
+    import safetensors.torch
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        record = json.loads((path / RUN_RECORD).read_text()) if (path / RUN_RECORD).is_file() else None
+        return AutoModelForPreTraining.from_pretrained(path), record
+    if pretraining_folder(path) != "checkpoint":
+        raise FileNotFoundError(
+            f"{path} has no config.json: give the `final/` folder of a run, one of its {CHECKPOINTS}/step_<N> "
+            "folders, or any save_pretrained folder."
+        )
+    record = saved_run_record(path)
+    if record is None:
+        raise FileNotFoundError(
+            f"{path} is a checkpoint without a record of its run ({RUN_RECORD} here or args.json in the run folder): "
+            "its model cannot be rebuilt. Export the run's final/ folder instead."
+        )
+    spec = get_method(record["method"])
+    model = spec.model_class(spec.config_class.from_dict(record["model_config"]))
+    safetensors.torch.load_model(
+        model, path / "model.safetensors"
+    )  # strict; tensors shared in the model are saved once
+    step = json.loads((path / META).read_text())["state"]["step"]
+    record = {**record, "derived": {**record.get("derived", {}), "checkpoint_step": step}}
+    return model, record

@@ -3,6 +3,8 @@
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import datasets
 import pyarrow.compute as pc
@@ -12,13 +14,7 @@ from transformers import PreTrainedModel
 from ..data.datasets import ImageSource, load_image_source
 from ..data.views import EvalView
 from .cache import FeatureCache, default_cache_dir, model_fingerprint, source_key, view_key
-from .dense import (
-    backbone_patch_size,
-    check_dense_backbone,
-    check_segmentation,
-    dense_probe,
-    segmentation_maps,
-)
+from .dense import backbone_patch_size, check_dense_backbone, check_segmentation, dense_probe, segmentation_maps
 from .features import extract_features, extract_patch_features, load_backbone, load_random_init
 from .fewshot import fewshot_accuracy
 from .finetune import finetune_accuracy
@@ -32,6 +28,54 @@ logger = logging.getLogger(__name__)
 PROTOCOLS = ("knn", "linear", "fewshot", "finetune", "dense", "diagnostics")
 PROBE_BASE_LR = {"sgd": 0.1, "lars": 6.4}  # per 256 images
 FEATURE_PROTOCOLS = ("knn", "linear", "fewshot")  # served by one pass of pooled features
+
+
+@dataclass
+class _Run:
+    """What the protocols of one `evaluate_backbone` call share: its settings, the backbone and the feature cache."""
+
+    model_path: str
+    dataset: str
+    train_split: str
+    test_split: str
+    label_column: str
+    image_column: str | None
+    pool: str
+    batch_size: int
+    random_init: bool
+    seed: int
+    store: FeatureCache
+    # set by `_load`
+    model: PreTrainedModel = field(init=False)
+    view: EvalView = field(init=False)
+    # random init: what the floor is (`floor`, `floor_init`, `bn_calibration_images`); else empty
+    floor: dict = field(init=False, default_factory=dict)
+    identity: dict = field(init=False, default_factory=dict)  # the cache's key of the weights and the view
+
+    def row(self, protocol: str, dataset: str) -> dict:
+        """The fields every result row starts with."""
+        return {
+            "protocol": protocol,
+            "backbone": "random_init" if self.random_init else "pretrained",
+            **self.floor,
+            "model": str(self.model_path),
+            "dataset": dataset,
+            "split": self.test_split,
+        }
+
+
+@dataclass
+class _Features:
+    """Pooled image features and labels of both splits (one cached pass), and how long the pass took."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+    seconds: float
+
+    def splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.train, self.train_labels, self.test, self.test_labels
 
 
 def evaluate_backbone(
@@ -128,197 +172,230 @@ def evaluate_backbone(
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"Unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}.")
-    image_protocols = [p for p in protocols if p in FEATURE_PROTOCOLS]
     start = time.perf_counter()
-    kwargs = {"image_column": image_column}  # built-in sets at native size; the eval view resizes
-    if random_init:
-        model, view, twin = load_random_init(model_path, seed)
+    run = _Run(
+        model_path=model_path,
+        dataset=dataset,
+        train_split=train_split,
+        test_split=test_split,
+        label_column=label_column,
+        image_column=image_column,
+        pool=pool,
+        batch_size=batch_size,
+        random_init=random_init,
+        seed=seed,
+        store=FeatureCache((cache_dir or default_cache_dir()) if cache else None),
+    )
+    train, test, dense_sources = _load(run, protocols, dense_dataset, bn_calibration_images)
+    results = {}
+    feature_protocols = [p for p in protocols if p in FEATURE_PROTOCOLS]
+    if feature_protocols:
+        features = _pooled_features(run, train, test, start)
+        for protocol in feature_protocols:
+            if protocol == "knn":
+                results["knn"] = _knn(run, features, k, temperature)
+            elif protocol == "linear":
+                results["linear"] = _linear(run, features, probe_epochs, probe_optimizer)
+            else:
+                results["fewshot"] = _fewshot(run, features, shots, fewshot_trials)
+    if "finetune" in protocols:
+        results["finetune"] = _finetune(run, train, test, finetune_epochs, finetune_max_train_images, layer_decay)
+    if "diagnostics" in protocols:
+        results["diagnostics"] = _diagnostics(run, diagnostics_images, plots_dir)
+    if dense_sources is not None:
+        results["dense"] = _dense(run, dense_sources, dense_dataset, dense_epochs, (max_train_images, max_test_images))
+    return [row for p in protocols for row in (results[p] if isinstance(results[p], list) else [results[p]])]
+
+
+def _load(
+    run: _Run, protocols: tuple[str, ...], dense_dataset: str, bn_calibration_images: int | None
+) -> tuple[ImageSource | None, ImageSource | None, list[ImageSource] | None]:
+    """Loads the backbone (or its calibrated random-init twin) into `run` and the splits the protocols need.
+
+    Everything the protocols need is checked before any feature pass.
+
+    Returns:
+        The labelled train and test splits of `run.dataset` (None unless an image-level protocol or `finetune` is
+        asked for) and the train and test splits of `dense_dataset` (None without `dense`).
+    """
+    splits = (run.train_split, run.test_split)
+    kwargs = {"image_column": run.image_column}  # built-in sets at native size; the eval view resizes
+    twin = None
+    if run.random_init:
+        run.model, run.view, twin = load_random_init(run.model_path, run.seed)
     else:
-        model, view = load_backbone(model_path)
-    backbone = "random_init" if random_init else "pretrained"
+        run.model, run.view = load_backbone(run.model_path)
     dense_sources = None
     if "dense" in protocols:  # check everything the dense protocol needs before any feature pass
-        check_dense_backbone(model)
-        dense_sources = [load_image_source(dense_dataset, split, **kwargs) for split in (train_split, test_split)]
-        for source, split in zip(dense_sources, (train_split, test_split)):
+        check_dense_backbone(run.model)
+        dense_sources = [load_image_source(dense_dataset, split, **kwargs) for split in splits]
+        for source, split in zip(dense_sources, splits):
             check_segmentation(source.dataset, f"Split '{split}' of {dense_dataset}")
-    store = FeatureCache((cache_dir or default_cache_dir()) if cache else None)
-    train = None
-    if image_protocols or "finetune" in protocols:  # check the labels before any feature pass
-        train, test = (load_image_source(dataset, split, **kwargs) for split in (train_split, test_split))
-        for source, split in ((train, train_split), (test, test_split)):
-            _check_labels(source.dataset, label_column, f"Split '{split}' of {dataset}")
-    label = {}  # random init: what the floor is
-    if random_init:
-        label = calibrate_twin(
-            model, view, twin, dataset, train_split, image_column, bn_calibration_images, batch_size, seed, train
-        )
-    identity = {
-        "model": model_fingerprint(model_path, random_init, seed, twin if random_init else None),
-        "revision": getattr(model.config, "_commit_hash", None),  # set for Hub downloads
-        "view": view_key(view),
-    }
-    results = {}
-    if image_protocols:
-
-        def pooled(source: ImageSource, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-            fields = {**identity, **source_key(source, dataset, split), "pool": pool, "labels": label_column}
-            out = store.get_or_compute(
-                fields,
-                lambda: dict(
-                    zip(
-                        ("features", "labels"),
-                        extract_features(
-                            model, source, view, label_column, pool, batch_size, desc=f"{split} features"
-                        ),
-                    )
-                ),
-            )
-            return out["features"], out["labels"]
-
-        train_f, train_y = pooled(train, train_split)
-        test_f, test_y = pooled(test, test_split)
-        common = {
-            "backbone": backbone,
-            **label,
-            "model": str(model_path),
-            "dataset": dataset,
-            "split": test_split,
-            "pool": pool,
-            "num_train": len(train_y),
-            "num_test": len(test_y),
-            "feature_seconds": round(time.perf_counter() - start, 1),
-        }
-        for protocol in image_protocols:
-            if protocol == "knn":
-                metrics = knn_accuracy(train_f, train_y, test_f, test_y, k, temperature)
-                settings = {"settings": f"k={k}, T={temperature}, {pool} features", "k": k, "temperature": temperature}
-            elif protocol == "linear":
-                base_lr = PROBE_BASE_LR[probe_optimizer]
-                metrics = linear_probe_accuracy(
-                    train_f,
-                    train_y,
-                    test_f,
-                    test_y,
-                    probe_epochs,
-                    base_lr=base_lr,
-                    seed=seed,
-                    optimizer=probe_optimizer,
-                )
-                name = probe_optimizer.upper()
-                settings = {
-                    "settings": f"BN+linear, {name} {probe_epochs} ep, {pool} features",
-                    "epochs": probe_epochs,
-                }
-            else:
-                results[protocol] = [
-                    {
-                        "protocol": protocol,
-                        **common,
-                        "settings": f"{r['shots']} per class, {fewshot_trials} draws, BN+linear, {pool} features",
-                        **r,
-                    }
-                    for r in fewshot_accuracy(
-                        train_f,
-                        train_y,
-                        test_f,
-                        test_y,
-                        shots=_feasible_shots(shots, train_y),
-                        trials=fewshot_trials,
-                        seed=seed,
-                    )
-                ]
-                continue
-            results[protocol] = {"protocol": protocol, **common, **settings, **metrics}
-    if "finetune" in protocols:
-        start = time.perf_counter()
-        num_classes = 1 + max(pc.max(s.dataset.data.column(label_column)).as_py() for s in (train, test))
-        metrics = finetune_accuracy(
-            model,
+    train = test = None
+    if any(p in FEATURE_PROTOCOLS for p in protocols) or "finetune" in protocols:  # the labels, before any pass
+        train, test = (load_image_source(run.dataset, split, **kwargs) for split in splits)
+        for source, split in zip((train, test), splits):
+            _check_labels(source.dataset, run.label_column, f"Split '{split}' of {run.dataset}")
+    if twin is not None:  # random init: what the floor is
+        run.floor = calibrate_twin(
+            run.model,
+            run.view,
+            twin,
+            run.dataset,
+            run.train_split,
+            run.image_column,
+            bn_calibration_images,
+            run.batch_size,
+            run.seed,
             train,
-            test,
-            view,
-            num_classes,
-            epochs=finetune_epochs,
-            layer_decay=layer_decay,
-            pool=pool,
-            label_column=label_column,
-            seed=seed,
-            max_train_images=finetune_max_train_images,
         )
-        limit = "all" if finetune_max_train_images is None else finetune_max_train_images
-        results["finetune"] = {
-            "protocol": "finetune",
-            "backbone": backbone,
-            **label,
-            "model": str(model_path),
-            "dataset": dataset,
-            "split": test_split,
-            "settings": f"full fine-tune, {finetune_epochs} ep on {limit} images, layer decay {layer_decay}, {pool}",
-            **metrics,
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-    if "diagnostics" in protocols:
-        source = load_image_source(dataset, test_split, **kwargs)
-        prefix = "random_init" if random_init else "pretrained"
-        results["diagnostics"] = {
-            "protocol": "diagnostics",
-            "backbone": backbone,
-            **label,
-            "model": str(model_path),
-            "dataset": dataset,
-            "split": test_split,
-            "settings": f"{diagnostics_images} images, {pool} features",
-            **feature_diagnostics(
-                model, view, source, diagnostics_images, label_column, pool, seed, plots_dir, prefix
+    run.identity = {
+        "model": model_fingerprint(run.model_path, run.random_init, run.seed, twin),
+        "revision": getattr(run.model.config, "_commit_hash", None),  # set for Hub downloads
+        "view": view_key(run.view),
+    }
+    return train, test, dense_sources
+
+
+def _cached(
+    run: _Run, fields: dict, names: tuple[str, str], compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two tensors `compute()` returns, named `names` in the feature cache under `fields` and the run's identity."""
+    out = run.store.get_or_compute({**run.identity, **fields}, lambda: dict(zip(names, compute())))
+    return out[names[0]], out[names[1]]
+
+
+def _pooled_features(run: _Run, train: ImageSource, test: ImageSource, start: float) -> _Features:
+    """Pooled features of both labelled splits; `seconds` counts from `start` (loading and calibration included)."""
+
+    def pooled(source: ImageSource, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        fields = {**source_key(source, run.dataset, split), "pool": run.pool, "labels": run.label_column}
+        return _cached(
+            run,
+            fields,
+            ("features", "labels"),
+            lambda: extract_features(
+                run.model, source, run.view, run.label_column, run.pool, run.batch_size, desc=f"{split} features"
             ),
-        }
-    if dense_sources is not None:
-        start = time.perf_counter()
-        image_size, patch_size = view.image_size, backbone_patch_size(model)
-
-        def tokens(source: ImageSource, split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-            fields = {**identity, **source_key(source, dense_dataset, split), "patch_tokens": limit}
-            out = store.get_or_compute(
-                fields,
-                lambda: dict(
-                    zip(
-                        ("tokens", "segmentation"),
-                        _dense_split(model, source, view, batch_size, limit, f"{split} tokens"),
-                    )
-                ),
-            )
-            return out["tokens"], out["segmentation"]
-
-        (train_t, train_seg), (test_t, test_seg) = (
-            tokens(source, split, limit)
-            for source, split, limit in zip(
-                dense_sources, (train_split, test_split), (max_train_images, max_test_images)
-            )
         )
-        feature_seconds = time.perf_counter() - start
-        metrics = dense_probe(
-            train_t, train_seg, test_t, test_seg, patch_size, image_size, epochs=dense_epochs, seed=seed
-        )
-        grid = image_size // patch_size
-        results["dense"] = {
-            "protocol": "dense",
-            "backbone": backbone,
-            **label,
-            "model": str(model_path),
-            "dataset": dense_dataset,
-            "split": test_split,
-            "settings": f"BN+linear per patch, SGD {dense_epochs} ep, {grid}x{grid} patches of {patch_size} px",
-            "epochs": dense_epochs,
-            "patch_size": patch_size,
-            "image_size": image_size,
-            "num_train": len(train_t),
-            "num_test": len(test_t),
-            **metrics,
-            "feature_seconds": round(feature_seconds, 1),
-            "probe_seconds": round(time.perf_counter() - start - feature_seconds, 1),
+
+    train_f, train_y = pooled(train, run.train_split)
+    test_f, test_y = pooled(test, run.test_split)
+    return _Features(train_f, train_y, test_f, test_y, round(time.perf_counter() - start, 1))
+
+
+def _feature_row(run: _Run, protocol: str, features: _Features) -> dict:
+    """The fields every row of an image-level protocol on pooled features starts with."""
+    return {
+        **run.row(protocol, run.dataset),
+        "pool": run.pool,
+        "num_train": len(features.train_labels),
+        "num_test": len(features.test_labels),
+        "feature_seconds": features.seconds,
+    }
+
+
+def _knn(run: _Run, features: _Features, k: int, temperature: float) -> dict:
+    metrics = knn_accuracy(*features.splits(), k, temperature)
+    settings = {"settings": f"k={k}, T={temperature}, {run.pool} features", "k": k, "temperature": temperature}
+    return {**_feature_row(run, "knn", features), **settings, **metrics}
+
+
+def _linear(run: _Run, features: _Features, epochs: int, optimizer: str) -> dict:
+    base_lr = PROBE_BASE_LR[optimizer]
+    metrics = linear_probe_accuracy(*features.splits(), epochs, base_lr=base_lr, seed=run.seed, optimizer=optimizer)
+    settings = {"settings": f"BN+linear, {optimizer.upper()} {epochs} ep, {run.pool} features", "epochs": epochs}
+    return {**_feature_row(run, "linear", features), **settings, **metrics}
+
+
+def _fewshot(run: _Run, features: _Features, shots: tuple[int, ...], trials: int) -> list[dict]:
+    feasible = _feasible_shots(shots, features.train_labels)
+    return [
+        {
+            **_feature_row(run, "fewshot", features),
+            "settings": f"{r['shots']} per class, {trials} draws, BN+linear, {run.pool} features",
+            **r,
         }
-    return [row for p in protocols for row in (results[p] if isinstance(results[p], list) else [results[p]])]
+        for r in fewshot_accuracy(*features.splits(), shots=feasible, trials=trials, seed=run.seed)
+    ]
+
+
+def _finetune(
+    run: _Run, train: ImageSource, test: ImageSource, epochs: int, max_train_images: int | None, layer_decay: float
+) -> dict:
+    start = time.perf_counter()
+    num_classes = 1 + max(pc.max(s.dataset.data.column(run.label_column)).as_py() for s in (train, test))
+    metrics = finetune_accuracy(
+        run.model,
+        train,
+        test,
+        run.view,
+        num_classes,
+        epochs=epochs,
+        layer_decay=layer_decay,
+        pool=run.pool,
+        label_column=run.label_column,
+        seed=run.seed,
+        max_train_images=max_train_images,
+    )
+    limit = "all" if max_train_images is None else max_train_images
+    return {
+        **run.row("finetune", run.dataset),
+        "settings": f"full fine-tune, {epochs} ep on {limit} images, layer decay {layer_decay}, {run.pool}",
+        **metrics,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _diagnostics(run: _Run, num_images: int, plots_dir: str | os.PathLike | None) -> dict:
+    source = load_image_source(run.dataset, run.test_split, image_column=run.image_column)
+    prefix = "random_init" if run.random_init else "pretrained"
+    geometry = feature_diagnostics(
+        run.model, run.view, source, num_images, run.label_column, run.pool, run.seed, plots_dir, prefix
+    )
+    return {**run.row("diagnostics", run.dataset), "settings": f"{num_images} images, {run.pool} features", **geometry}
+
+
+def _dense(
+    run: _Run, sources: list[ImageSource], dataset: str, epochs: int, limits: tuple[int | None, int | None]
+) -> dict:
+    """The dense patch probe on the first `limits` (train, test) images of `dataset`'s splits `sources`."""
+    start = time.perf_counter()
+    image_size, patch_size = run.view.image_size, backbone_patch_size(run.model)
+    (train_t, train_seg), (test_t, test_seg) = (
+        _patch_tokens(run, source, dataset, split, limit)
+        for source, split, limit in zip(sources, (run.train_split, run.test_split), limits)
+    )
+    feature_seconds = time.perf_counter() - start
+    metrics = dense_probe(train_t, train_seg, test_t, test_seg, patch_size, image_size, epochs=epochs, seed=run.seed)
+    grid = image_size // patch_size
+    return {
+        **run.row("dense", dataset),
+        "settings": f"BN+linear per patch, SGD {epochs} ep, {grid}x{grid} patches of {patch_size} px",
+        "epochs": epochs,
+        "patch_size": patch_size,
+        "image_size": image_size,
+        "num_train": len(train_t),
+        "num_test": len(test_t),
+        **metrics,
+        "feature_seconds": round(feature_seconds, 1),
+        "probe_seconds": round(time.perf_counter() - start - feature_seconds, 1),
+    }
+
+
+def _patch_tokens(
+    run: _Run, source: ImageSource, dataset: str, split: str, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch tokens of the first `limit` images and their segmentation maps at the view size (cached)."""
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        desc = f"{split} tokens"
+        tokens, kept = extract_patch_features(run.model, source, run.view, run.batch_size, desc=desc, max_images=limit)
+        return tokens, segmentation_maps(source, kept, run.view.image_size, desc)
+
+    return _cached(
+        run, {**source_key(source, dataset, split), "patch_tokens": limit}, ("tokens", "segmentation"), compute
+    )
 
 
 def evaluate_knn(model_path: str, dataset: str = "digits", **kwargs) -> dict:
@@ -345,14 +422,6 @@ def _feasible_shots(shots: tuple[int, ...], labels: torch.Tensor) -> tuple[int, 
             "Few-shot: skipping %s-shot (the smallest class has %d images)", set(shots) - set(kept), smallest
         )
     return kept
-
-
-def _dense_split(
-    model: PreTrainedModel, source: ImageSource, view: EvalView, batch_size: int, limit: int | None, desc: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch tokens of the first `limit` images and their segmentation maps at the view size (nearest resize)."""
-    tokens, kept = extract_patch_features(model, source, view, batch_size, desc=desc, max_images=limit)
-    return tokens, segmentation_maps(source, kept, view.image_size, desc)
 
 
 def _check_labels(ds: datasets.Dataset, label_column: str, where: str) -> None:

@@ -69,6 +69,23 @@ def pretrain_killed_after(step: int, spec, config, args, monkeypatch) -> None:
     reset_accelerate()
 
 
+# the same tiny MAE as `ssl-hf pretrain` flags / YAML keys (one encoder layer)
+TINY_MODEL = {
+    "backbone": "vit-tiny",
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "decoder_hidden_size": 16,
+    "decoder_num_hidden_layers": 1,
+    "decoder_num_attention_heads": 2,
+    "decoder_intermediate_size": 24,
+    "mask_ratio": 0.5,
+}
+
+
 def tiny_mae_config(**overrides):
     """ViTMAEModelTester-like tiny MAE: 32x32 images, patch 8 (16 patches), width 32, 2 layers, MLP 37 (odd on purpose)."""
     from ssl_hf import MAEConfig, backbone_config

@@ -8,28 +8,12 @@ import huggingface_hub.constants
 import pytest
 import torch
 import yaml
-from conftest import write_square_folders
+from conftest import TINY_MODEL, write_square_folders
 from huggingface_hub import ModelCard
 
 import ssl_hf
 import ssl_hf.training
 from ssl_hf.cli import main
-
-
-TINY_MODEL = {
-    "backbone": "vit-tiny",
-    "image_size": 32,
-    "patch_size": 8,
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 4,
-    "intermediate_size": 37,
-    "decoder_hidden_size": 16,
-    "decoder_num_hidden_layers": 1,
-    "decoder_num_attention_heads": 2,
-    "decoder_intermediate_size": 24,
-    "mask_ratio": 0.5,
-}
 
 
 def _exit_code(argv) -> int:

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 import types
 import typing
@@ -80,7 +81,7 @@ def _fail(parser: argparse.ArgumentParser, unknown: list[str], known: list[str])
 def _pretrain(argv: list[str]) -> None:
     import ssl_hf
     from ssl_hf.backbones import BACKBONES, backbone_config
-    from ssl_hf.training import TrainingArguments, pretrain
+    from ssl_hf.training import TrainingArguments, TrainingInterrupted, pretrain
     from ssl_hf.training.arguments import TRAINING_FIELDS
 
     head = argparse.ArgumentParser(add_help=False)
@@ -179,11 +180,32 @@ def _pretrain(argv: list[str]) -> None:
             **values,
         )
     training.setdefault("output_dir", f"runs/{method_name}")
-    final = pretrain(spec, config, TrainingArguments(**training))
+    try:
+        final = pretrain(spec, config, TrainingArguments(**training))
+    except KeyboardInterrupt as err:
+        if isinstance(err, TrainingInterrupted):  # the step is saved: say how to continue, in one line
+            print(
+                f"ssl-hf pretrain: stopped by {err.signal_name} after step {err.step}; checkpoint saved to "
+                f"{err.checkpoint}. Resume with: {_resume_command(argv)}",
+                file=sys.stderr,
+            )
+            raise SystemExit(err.exit_code) from None
+        raise
     print(f"Pre-training finished: {final}")
     curves = final.parent / "training_curves.png"
     if curves.is_file():
         print(f"Loss and online k-NN curves: {curves}")
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The `ssl-hf pretrain` command line that continues a run started with `argv`."""
+    kept, skip = [], False
+    for token in argv:
+        if skip or token.startswith("--resume_from_checkpoint"):
+            skip = token == "--resume_from_checkpoint"  # its value follows
+            continue
+        kept.append(token)
+    return shlex.join(["ssl-hf", "pretrain", *kept, "--resume_from_checkpoint", "latest"])
 
 
 def _export(argv: list[str]) -> None:
@@ -480,6 +502,9 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         COMMANDS[argv[0]](argv[1:])
+    except KeyboardInterrupt:  # before the first step or outside pretrain: nothing to save
+        print(f"ssl-hf {argv[0]}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except (
         ValueError,
         FileNotFoundError,

@@ -26,6 +26,7 @@ from .arguments import TrainingArguments
 from .checkpoints import CHECKPOINTS, META, RUN_RECORD, check_resume
 from .curves import plot_training_curves
 from .init_from import config_for_init, load_init_weights
+from .interrupt import StopOnSignal, TrainingInterrupted, ignore_stop_signals
 from .memory import keep_freed_cpu_memory
 from .monitor import CollapseAlarms, OnlineKNN, collapse_statistics
 from .optim import build_optimizer, clip_grad_norm_per_tensor_, scaled_lr
@@ -48,6 +49,9 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
 
     Writes into `args.output_dir`: `args.json`, `metrics.jsonl` (one line per optimiser step),
     `checkpoints/step_<N>/` (Accelerate state, written atomically) and `final/` (safetensors + config).
+
+    Ctrl-C or SIGTERM finishes the current optimiser step, saves its checkpoint and raises `TrainingInterrupted`
+    (a `KeyboardInterrupt`); `resume_from_checkpoint="latest"` continues from there.
     """
     args = args.resolved(spec.training_defaults)
     args.validate()
@@ -164,77 +168,86 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     last_knn = None
     window_images, window_skipped, window_start = 0, 0, time.perf_counter()
     _set_schedules(optimizer, lr_at(state["step"]), weight_decay_at(state["step"]))
-    while state["step"] < args.max_steps:
-        batches = _epoch_batches(loader, dataset, accelerator, state, args.streaming)
-        fresh_epoch, seen = state["batches_in_epoch"] == 0, 0
-        for batch in batches:
-            seen += 1
-            window_skipped += int(batch.pop(SKIPPED, 0))
-            # model-side randomness (dropout, ...) is a pure function of (seed, step, micro-batch, rank)
-            torch.manual_seed(_step_seed(args.seed, state["step"], len(window), accelerator.process_index))
-            with accelerator.accumulate(model):
-                output = model(**batch)
-                _check_finite(output.loss, accelerator, state, out)
-                accelerator.backward(output.loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    if args.clip_per_tensor:
-                        clip_grad_norm_per_tensor_(model.parameters(), args.max_grad_norm)
-                    else:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            state["batches_in_epoch"] += 1
-            window.append({k: v.detach().float() for k, v in output.items() if k.startswith("loss")})
-            if args.alarms and accelerator.sync_gradients:  # statistics of the step's last micro-batch
-                window_stats = collapse_statistics(output, unwrapped)
-            window_images += next(iter(batch.values())).shape[0]
-            if not accelerator.sync_gradients:
-                continue
-            state["step"] += 1
-            unwrapped.post_optimizer_step(state["step"], args.max_steps)
-            record = _reduce_window(window, accelerator)
-            counts = torch.tensor([window_images, window_skipped], device=accelerator.device)
-            images, skipped = (int(c) for c in accelerator.reduce(counts, "sum").tolist())
-            state["images_seen"] += images
-            state["skipped_images"] = state.get("skipped_images", 0) + skipped
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "step": state["step"],
-                "epoch": state["epoch"],
-                **record,
-                "lr": optimizer.param_groups[0]["lr"],
-                "images_seen": state["images_seen"],
-                "images_per_sec": round(images / elapsed, 2),
-                "skipped_images": state["skipped_images"],
-            }
-            if args.alarms:
-                record.update(window_stats)
-                alarms.check(state["step"], window_stats)
-            if knn is not None and (state["step"] % args.eval_every == 0 or state["step"] == args.max_steps):
-                record = monitor(record)
-            metrics.write(record)
-            if args.report_to:
-                accelerator.log(record, step=state["step"])
-            progress.update(1)
-            postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
-            if "knn_top1" in record:
-                last_knn = record["knn_top1"]
-            if knn is not None and last_knn is not None:
-                postfix["knn"] = f"{last_knn:.1f}%"
-            progress.set_postfix(postfix)
-            _set_schedules(optimizer, lr_at(state["step"]), weight_decay_at(state["step"]))
-            if state["step"] % args.save_steps == 0 or state["step"] == args.max_steps:
-                save_checkpoint(accelerator, out, state, args.save_total_limit)
-            window, window_images, window_skipped, window_start = [], 0, 0, time.perf_counter()
-            if state["step"] >= args.max_steps:
-                break
-        else:
-            if fresh_epoch and not seen:
-                raise ValueError(
-                    f"{args.dataset} yields no batch of {args.batch_size} images: it is empty or smaller than one batch."
-                )
-            state["epoch"] += 1
-            state["batches_in_epoch"] = 0
+    with StopOnSignal(accelerator) as stop:
+        while state["step"] < args.max_steps:
+            batches = _epoch_batches(loader, dataset, accelerator, state, args.streaming)
+            fresh_epoch, seen = state["batches_in_epoch"] == 0, 0
+            for batch in batches:
+                seen += 1
+                window_skipped += int(batch.pop(SKIPPED, 0))
+                # model-side randomness (dropout, ...) is a pure function of (seed, step, micro-batch, rank)
+                torch.manual_seed(_step_seed(args.seed, state["step"], len(window), accelerator.process_index))
+                with accelerator.accumulate(model):
+                    output = model(**batch)
+                    _check_finite(output.loss, accelerator, state, out)
+                    accelerator.backward(output.loss)
+                    if accelerator.sync_gradients and args.max_grad_norm:
+                        if args.clip_per_tensor:
+                            clip_grad_norm_per_tensor_(model.parameters(), args.max_grad_norm)
+                        else:
+                            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                state["batches_in_epoch"] += 1
+                window.append({k: v.detach().float() for k, v in output.items() if k.startswith("loss")})
+                if args.alarms and accelerator.sync_gradients:  # statistics of the step's last micro-batch
+                    window_stats = collapse_statistics(output, unwrapped)
+                window_images += next(iter(batch.values())).shape[0]
+                if not accelerator.sync_gradients:
+                    continue
+                state["step"] += 1
+                unwrapped.post_optimizer_step(state["step"], args.max_steps)
+                record = _reduce_window(window, accelerator)
+                counts = torch.tensor([window_images, window_skipped], device=accelerator.device)
+                images, skipped = (int(c) for c in accelerator.reduce(counts, "sum").tolist())
+                state["images_seen"] += images
+                state["skipped_images"] = state.get("skipped_images", 0) + skipped
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "step": state["step"],
+                    "epoch": state["epoch"],
+                    **record,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "images_seen": state["images_seen"],
+                    "images_per_sec": round(images / elapsed, 2),
+                    "skipped_images": state["skipped_images"],
+                }
+                if args.alarms:
+                    record.update(window_stats)
+                    alarms.check(state["step"], window_stats)
+                if knn is not None and (state["step"] % args.eval_every == 0 or state["step"] == args.max_steps):
+                    record = monitor(record)
+                metrics.write(record)
+                if args.report_to:
+                    accelerator.log(record, step=state["step"])
+                progress.update(1)
+                postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+                if "knn_top1" in record:
+                    last_knn = record["knn_top1"]
+                if knn is not None and last_knn is not None:
+                    postfix["knn"] = f"{last_knn:.1f}%"
+                progress.set_postfix(postfix)
+                _set_schedules(optimizer, lr_at(state["step"]), weight_decay_at(state["step"]))
+                saved = state["step"] % args.save_steps == 0 or state["step"] == args.max_steps
+                if saved:
+                    save_checkpoint(accelerator, out, state, args.save_total_limit)
+                window, window_images, window_skipped, window_start = [], 0, 0, time.perf_counter()
+                if state["step"] >= args.max_steps:
+                    break
+                if stop.requested():  # Ctrl-C / SIGTERM: this step is complete; keep it
+                    if not saved:
+                        save_checkpoint(accelerator, out, state, args.save_total_limit)
+                    progress.close()
+                    accelerator.end_training()
+                    checkpoint = out / CHECKPOINTS / f"step_{state['step']}"
+                    raise TrainingInterrupted(stop.signal_name, state["step"], checkpoint)
+            else:
+                if fresh_epoch and not seen:
+                    raise ValueError(
+                        f"{args.dataset} yields no batch of {args.batch_size} images: it is empty or smaller than one batch."
+                    )
+                state["epoch"] += 1
+                state["batches_in_epoch"] = 0
     progress.close()
     final = out / "final"
     accelerator.wait_for_everyone()
@@ -265,7 +278,8 @@ def _build_loader(spec: MethodSpec, model_config, args: TrainingArguments, accel
         dataset = StreamingViews(
             source, views, args.batch_size, args.seed, accelerator.process_index, accelerator.num_processes
         )
-        return DataLoader(dataset, batch_size=None, num_workers=args.num_workers), dataset
+        loader = DataLoader(dataset, batch_size=None, num_workers=args.num_workers, worker_init_fn=ignore_stop_signals)
+        return loader, dataset
     dataset = ViewsDataset(source, views, seed=args.seed)
     needed = args.batch_size * accelerator.num_processes
     if len(dataset) < needed:
@@ -280,6 +294,7 @@ def _build_loader(spec: MethodSpec, model_config, args: TrainingArguments, accel
         drop_last=True,
         collate_fn=_collate,
         num_workers=args.num_workers,  # workers are re-created each epoch, so they see the new augmentation epoch
+        worker_init_fn=ignore_stop_signals,
     )
     return loader, dataset
 

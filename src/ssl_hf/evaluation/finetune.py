@@ -4,6 +4,7 @@ import copy
 import math
 import re
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -228,82 +229,23 @@ def finetune_accuracy(
     start = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
-    backbone = copy.deepcopy(model).to(device).requires_grad_(True)
-    backbone.eval()
-    with torch.no_grad():  # feature width, whatever the architecture (eval mode: BatchNorm accepts one image)
-        dummy = torch.zeros(1, 3, view.image_size, view.image_size, device=device)
-        dim = pooled_features(backbone, dummy, pool).shape[1]
-    head = nn.Linear(dim, num_classes).to(device)
-    nn.init.trunc_normal_(head.weight, std=2e-5)
-    nn.init.zeros_(head.bias)
+    backbone, head = _backbone_and_head(model, view, num_classes, pool, device)
     lr = base_lr * batch_size / 256
     groups = layer_decay_param_groups(backbone, head, lr, layer_decay, weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
-
+    run = _FineTuning(backbone, head, optimizer, view, pool, num_classes, label_column, label_smoothing, seed, device)
     rows = _subset(len(train_source.dataset), max_train_images, seed)
     steps_per_epoch = math.ceil(len(rows) / batch_size)
-    total, warmup = epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(seed)
-    history_loss, history_top1, num_train, step = [], [], 0, 0
-    backbone.train()
-    head.train()
-    for epoch in range(epochs):
-        order = rows[torch.randperm(len(rows), generator=generator).numpy()]
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(0, len(order), batch_size), desc=f"fine-tune epoch {epoch + 1}/{epochs}", leave=False)
-        for begin in bar:
-            images, kept, labels = _read(
-                train_source, sorted(order[begin : begin + batch_size].tolist()), label_column
-            )
-            factor = _lr_factor(step, warmup, total, min(1.0, min_lr / lr) if lr > 0 else 0.0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * factor * group["lr_scale"]
-            step += 1
-            if len(images) < 2:  # nothing (or a single image: BatchNorm backbones) to train on
-                continue
-            _check_labels(labels, num_classes)
-            rngs = [np.random.default_rng((seed, epoch, row)) for row in kept]
-            pixels, labels = _augment(images, rngs, view).to(device), labels.to(device)
-            logits = head(pooled_features(backbone, pixels, pool))
-            loss = nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr * factor:.2e}")
-        if seen == 0:
-            raise ValueError("No readable training image (or fewer than two per batch): nothing to fine-tune on.")
-        history_loss.append(loss_sum / seen)
-        history_top1.append(correct / seen)
-        num_train = seen
+    lrs = _lr_schedule(lr, epochs * steps_per_epoch, round(warmup_epochs * steps_per_epoch), min_lr)
+    history_loss, history_top1, num_train = _train(run, train_source, rows, lrs, epochs, batch_size)
     train_seconds = time.perf_counter() - start
-
-    backbone.eval()
-    head.eval()
-    num_test_rows = len(test_source.dataset)
-    if max_test_images is not None:
-        num_test_rows = min(num_test_rows, max_test_images)
-    scores, targets = [], []
-    with torch.no_grad():
-        for begin in tqdm(range(0, num_test_rows, 256), desc="fine-tune test", leave=False):
-            rows_ = list(range(begin, min(begin + 256, num_test_rows)))
-            images, _, labels = _read(test_source, rows_, label_column)
-            if not images:
-                continue
-            pixels = view(images)["pixel_values"].to(device)
-            scores.append(head(pooled_features(backbone, pixels, pool)).float().cpu())
-            targets.append(labels)
-            _check_labels(labels, num_classes)
-    if not scores:
-        raise ValueError("No readable test image: nothing to score the fine-tuned model on.")
-    metrics = topk_accuracy(torch.cat(scores), torch.cat(targets))
+    scores, targets = _predict(run, test_source, max_test_images)
+    metrics = topk_accuracy(scores, targets)
     return {
         **metrics,
         "epochs": epochs,
         "num_train": num_train,
-        "num_test": sum(len(t) for t in targets),
+        "num_test": len(targets),
         "batch_size": batch_size,
         "lr": lr,
         "base_lr": base_lr,
@@ -315,3 +257,124 @@ def finetune_accuracy(
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(time.perf_counter() - start - train_seconds, 1),
     }
+
+
+@dataclass
+class _FineTuning:
+    """The backbone copy being fine-tuned, its head and optimiser, and the settings every step uses."""
+
+    backbone: PreTrainedModel
+    head: nn.Linear
+    optimizer: torch.optim.Optimizer
+    view: EvalView
+    pool: Pooling
+    num_classes: int
+    label_column: str
+    label_smoothing: float
+    seed: int
+    device: torch.device
+
+    def logits(self, pixels: Tensor) -> Tensor:
+        return self.head(pooled_features(self.backbone, pixels, self.pool))
+
+
+def _backbone_and_head(
+    model: PreTrainedModel, view: EvalView, num_classes: int, pool: Pooling, device: torch.device
+) -> tuple[PreTrainedModel, nn.Linear]:
+    """A trainable deep copy of `model` and a `Linear(D, num_classes)` head (MAE's init) on its pooled feature."""
+    backbone = copy.deepcopy(model).to(device).requires_grad_(True)
+    backbone.eval()
+    with torch.no_grad():  # feature width, whatever the architecture (eval mode: BatchNorm accepts one image)
+        dummy = torch.zeros(1, 3, view.image_size, view.image_size, device=device)
+        dim = pooled_features(backbone, dummy, pool).shape[1]
+    head = nn.Linear(dim, num_classes).to(device)
+    nn.init.trunc_normal_(head.weight, std=2e-5)
+    nn.init.zeros_(head.bias)
+    return backbone, head
+
+
+def _lr_schedule(lr: float, total: int, warmup: int, min_lr: float) -> list[float]:
+    """The learning rate of each of `total` steps: linear warm-up over `warmup` steps, then cosine decay to `min_lr`."""
+    min_ratio = min(1.0, min_lr / lr) if lr > 0 else 0.0
+    return [lr * _lr_factor(step, warmup, total, min_ratio) for step in range(total)]
+
+
+def _train(
+    run: _FineTuning, source: ImageSource, rows: np.ndarray, lrs: list[float], epochs: int, batch_size: int
+) -> tuple[list[float], list[float], int]:
+    """Trains `epochs` passes over `rows` in a seeded order, one learning rate of `lrs` per batch.
+
+    Returns:
+        The mean loss and the top-1 of each epoch (on the augmented batches), and the images of the last epoch.
+    """
+    generator = torch.Generator().manual_seed(run.seed)
+    history_loss, history_top1, num_train = [], [], 0
+    run.backbone.train()
+    run.head.train()
+    for epoch in range(epochs):
+        order = rows[torch.randperm(len(rows), generator=generator).numpy()]
+        batches = [sorted(order[begin : begin + batch_size].tolist()) for begin in range(0, len(order), batch_size)]
+        epoch_lrs = lrs[epoch * len(batches) : (epoch + 1) * len(batches)]
+        loss_sum, correct, seen = _train_epoch(run, source, batches, epoch_lrs, epoch, f"{epoch + 1}/{epochs}")
+        if seen == 0:
+            raise ValueError("No readable training image (or fewer than two per batch): nothing to fine-tune on.")
+        history_loss.append(loss_sum / seen)
+        history_top1.append(correct / seen)
+        num_train = seen
+    return history_loss, history_top1, num_train
+
+
+def _train_epoch(
+    run: _FineTuning, source: ImageSource, batches: list[list[int]], lrs: list[float], epoch: int, count: str
+) -> tuple[float, int, int]:
+    """One pass over `batches` (dataset rows); returns the summed loss, the correct predictions and the images."""
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(batches, desc=f"fine-tune epoch {count}", leave=False)
+    for batch, lr in zip(bar, lrs):
+        images, kept, labels = _read(source, batch, run.label_column)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        if len(images) < 2:  # nothing (or a single image: BatchNorm backbones) to train on
+            continue
+        loss, logits, labels = _train_step(run, images, kept, labels, epoch)
+        loss_sum += loss.item() * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+    return loss_sum, correct, seen
+
+
+def _train_step(
+    run: _FineTuning, images: list[Tensor], kept: list[int], labels: Tensor, epoch: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One AdamW step on the augmented batch; returns the loss, the logits and the labels (on the device)."""
+    _check_labels(labels, run.num_classes)
+    rngs = [np.random.default_rng((run.seed, epoch, row)) for row in kept]
+    pixels, labels = _augment(images, rngs, run.view).to(run.device), labels.to(run.device)
+    logits = run.logits(pixels)
+    loss = nn.functional.cross_entropy(logits, labels, label_smoothing=run.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return loss, logits, labels
+
+
+@torch.no_grad()
+def _predict(run: _FineTuning, source: ImageSource, max_images: int | None) -> tuple[Tensor, Tensor]:
+    """Logits and labels of the readable images among the first `max_images` rows (None: all), evaluation view only."""
+    run.backbone.eval()
+    run.head.eval()
+    num_rows = len(source.dataset)
+    if max_images is not None:
+        num_rows = min(num_rows, max_images)
+    scores, targets = [], []
+    for begin in tqdm(range(0, num_rows, 256), desc="fine-tune test", leave=False):
+        images, _, labels = _read(source, list(range(begin, min(begin + 256, num_rows))), run.label_column)
+        if not images:
+            continue
+        scores.append(run.logits(run.view(images)["pixel_values"].to(run.device)).float().cpu())
+        targets.append(labels)
+        _check_labels(labels, run.num_classes)
+    if not scores:
+        raise ValueError("No readable test image: nothing to score the fine-tuned model on.")
+    return torch.cat(scores), torch.cat(targets)

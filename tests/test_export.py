@@ -12,8 +12,9 @@ from PIL import Image
 from transformers import AutoModel, Dinov2Backbone, Dinov2Model, ViTModel
 
 from ssl_hf import MAEForPreTraining
+from ssl_hf.cards import update_card
 from ssl_hf.data.views import EvalView
-from ssl_hf.export import export_pretrained, update_card
+from ssl_hf.export import export_pretrained
 
 
 RESULTS = {

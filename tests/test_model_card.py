@@ -13,7 +13,8 @@ from huggingface_hub.repocard_data import eval_results_to_model_index, model_ind
 from PIL import Image
 
 from ssl_hf import MAEForPreTraining, TECForPreTraining
-from ssl_hf.export import CARDS_DIR, _evaluation_section, card_eval_results, export_pretrained, hub_id, update_card
+from ssl_hf.cards import CARDS_DIR, _evaluation_section, card_eval_results, hub_id, update_card
+from ssl_hf.export import export_pretrained
 
 
 REPO_ID = "me/tiny-mae"

@@ -18,13 +18,13 @@ from official_checkpoints import (
 )
 from transformers import AutoModel, SiglipVisionModel, ViTModel
 
+from ssl_hf.cards import update_card
 from ssl_hf.convert import (
     ConversionError,
     convert_checkpoint,
     load_official_state_dict,
     timm_vit_to_hf,
 )
-from ssl_hf.export import update_card
 
 
 ATOL = 1e-5

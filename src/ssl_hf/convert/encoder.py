@@ -19,7 +19,8 @@ from pathlib import Path
 from torch import Tensor
 from transformers import PreTrainedModel, ViTConfig, ViTModel
 
-from ..export import render_card, vit_with_identity_pooler, write_processor
+from ..cards import render_card
+from ..export import vit_with_identity_pooler, write_processor
 from .layouts import (
     CLS_FREE_VIT,
     FORMATS,

@@ -49,7 +49,7 @@ def floor_label(floor: dict, dataset: str, split: str = "train") -> str:
         E.g. "MAE init at step 0, seed 0" or "random init (transformers), seed 0, BN statistics from 2048 digits
         train images".
     """
-    from ..export import CARDS_DIR
+    from ..cards import CARDS_DIR
 
     if floor["floor_init"] == "method":
         card = CARDS_DIR / f"{floor['floor_method']}.yaml"

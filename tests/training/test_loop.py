@@ -241,6 +241,25 @@ def test_corrupt_files_are_skipped_and_counted_in_metrics(tmp_path, num_workers)
     assert records[-1]["images_seen"] == 15  # the corrupt file is dropped from its batch, not replaced
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_corrupt_file_is_counted_and_warned_about_once_and_summarised(tmp_path, num_workers, caplog):
+    """Three epochs meet the broken file three times: one file, one warning, one summary at the end."""
+    folder = _image_folder(tmp_path / "images", n=15, corrupt=1)  # 2 steps per epoch
+    args = _args(tmp_path, dataset=str(folder), max_steps=6, save_steps=6, num_workers=num_workers)
+    with caplog.at_level("WARNING"):
+        pretrain(get_method("mae"), tiny_mae_config(), args)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["images_seen"] == 6 * 8 - 3  # left out of its batch in each of the 3 epochs
+    assert records[-1]["skipped_images"] == 1
+    broken = str(folder / "train" / "broken_0.png")
+    warnings = [r.getMessage() for r in caplog.records if "broken_0.png" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith(f"Skipping unreadable image {broken}: ")
+    assert warnings[1].startswith("1 unreadable image(s) were left out of this run")
+    listing = (tmp_path / "run" / "skipped_images.txt").read_text().splitlines()
+    assert [line.split("\t")[0] for line in listing] == [broken]
+
+
 def test_streaming_parquet_source(tmp_path):
     from ssl_hf.data import load_builtin
 

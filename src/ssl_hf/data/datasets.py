@@ -3,6 +3,7 @@
 Every image is converted to RGB; files that cannot be decoded are skipped and counted, never crash a run (D5).
 """
 
+import hashlib
 import io
 import logging
 import math
@@ -42,15 +43,25 @@ class ImageSource:
     raw_size: int | None = None
     _arrow: datasets.Dataset | None = field(default=None, repr=False)
 
-    def decode(self, values: Sequence) -> list[Tensor | None]:
-        """Decodes a batch of column values to `(3, H, W)` uint8 tensors; None where a file is unreadable."""
+    def decode(self, values: Sequence, failures: list[list[str]] | None = None) -> list[Tensor | None]:
+        """Decodes a batch of column values to `(3, H, W)` uint8 tensors; None where a file is unreadable.
+
+        Args:
+            values: Column values (encoded images, paths, or raw pixels of a built-in set).
+            failures: If given, receives `[file, reason]` per unreadable image instead of a logged warning.
+        """
         if self.raw_size is not None:
             arr = np.array(values, dtype=np.uint8).reshape(-1, self.raw_size, self.raw_size, 3)
             return list(torch.from_numpy(arr).permute(0, 3, 1, 2))
-        return [decode_image(v) for v in values]
+        return [decode_image(v, failures) for v in values]
 
-    def read(self, rows: slice | Sequence[int], columns: Sequence[str] = ()) -> tuple[list[Tensor | None], dict]:
-        """Reads rows of a map-style dataset through Arrow: decoded images plus other columns as numpy arrays."""
+    def read(
+        self, rows: slice | Sequence[int], columns: Sequence[str] = (), failures: list[list[str]] | None = None
+    ) -> tuple[list[Tensor | None], dict]:
+        """Reads rows of a map-style dataset through Arrow: decoded images plus other columns as numpy arrays.
+
+        `failures` is passed to `decode`.
+        """
         if self._arrow is None:
             self._arrow = self.dataset.with_format("arrow")
         table = self._arrow[rows if isinstance(rows, slice) else list(rows)]
@@ -59,7 +70,7 @@ class ImageSource:
             values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
         else:
             values = column.to_pylist()
-        return self.decode(values), {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+        return self.decode(values, failures), {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 
 def load_image_source(
@@ -171,11 +182,12 @@ def _find_image_column(features: datasets.Features | None, name: str) -> str:
     raise ValueError(f"No image column found in {name}: columns are {list(features)}. Name it with --image_column.")
 
 
-def decode_image(value) -> Tensor | None:
+def decode_image(value, failures: list[list[str]] | None = None) -> Tensor | None:
     """Decodes one image (PIL image, `{"bytes", "path"}` dict, bytes or path) to a `(3, H, W)` uint8 tensor.
 
     Grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are converted to 8-bit RGB.
-    Returns None and logs a warning when the file is missing, corrupt or truncated.
+    Returns None when the file is missing, corrupt or truncated, and logs a warning naming it, or, when `failures` is
+    given, appends `[file, reason]` to it (the training loop warns once per file, across workers and epochs).
     """
     try:
         if isinstance(value, Image.Image):
@@ -192,9 +204,22 @@ def decode_image(value) -> Tensor | None:
         # one copy, to a writable CHW array (torch warns on read-only PIL buffers)
         return torch.from_numpy(np.ascontiguousarray(np.asarray(to_rgb(image)).transpose(2, 0, 1)))
     except (OSError, ValueError, SyntaxError, TypeError) as err:
-        where = value.get("path") if isinstance(value, dict) else value if isinstance(value, str | Path) else None
-        logger.warning("Skipping unreadable image %s: %s", where or "<bytes>", err)
+        if failures is None:
+            logger.warning("Skipping unreadable image %s: %s", image_name(value), err)
+        else:
+            failures.append([image_name(value), str(err)])
         return None
+
+
+def image_name(value) -> str:
+    """The path of an image column value, else `<N bytes, sha1 ...>` (the same name for the same bytes)."""
+    path = value.get("path") if isinstance(value, dict) else value if isinstance(value, str | Path) else None
+    if path:
+        return str(path)
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if isinstance(data, bytes | bytearray):
+        return f"<{len(data)} bytes, sha1 {hashlib.sha1(data).hexdigest()[:12]}>"
+    return f"<{type(value).__name__}>"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -25,25 +25,35 @@ SKIPPED = "skipped_images"
 
 
 class _Counting:
-    """Counts images that could not be decoded.
+    """Keeps track of images that could not be decoded.
 
-    `num_skipped` is this process's tally; each batch also carries its own count under `SKIPPED` (a 0-d tensor) so
-    the training loop can total it across DataLoader workers, processes and resumed runs. The loop removes the key
-    before calling the model.
+    `skipped_files` maps each unreadable file this process met to the reason (`num_skipped` counts them, each file
+    once). Each batch also carries its own `[file, reason]` list under `SKIPPED`, so that the training loop can warn
+    once per file and count unique files across DataLoader workers, processes, epochs and resumed runs. The loop
+    removes the key before calling the model.
     """
 
-    num_skipped = 0
+    @property
+    def skipped_files(self) -> dict[str, str]:
+        if "_skipped_files" not in self.__dict__:
+            self._skipped_files: dict[str, str] = {}
+        return self._skipped_files
 
-    def _views(self, images: list, indices, epoch: int) -> dict[str, torch.Tensor]:
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped_files)
+
+    def _views(self, images: list, indices, epoch: int, failures: list[list[str]]) -> dict:
         good = [k for k, im in enumerate(images) if im is not None]
-        self.num_skipped += len(images) - len(good)
+        self.skipped_files.update(failures)
         if not good:
             raise RuntimeError(
-                f"Every image of a batch failed to decode (sample indices {list(indices)[:8]}...). "
-                "The dataset's files look corrupt or are not images; check the paths or the --image_column."
+                f"Every image of a batch failed to decode (sample indices {list(indices)[:8]}...; first error: "
+                f"{': '.join(failures[0]) if failures else 'unknown'}). The dataset's files look corrupt or are not "
+                "images; check the paths or the --image_column."
             )
         views = self.view_fn([images[k] for k in good], sample_rngs(self.seed, epoch, [indices[k] for k in good]))
-        return {**views, SKIPPED: torch.tensor(len(images) - len(good))}
+        return {**views, SKIPPED: failures}
 
 
 class ViewsDataset(_Counting, Dataset):
@@ -65,12 +75,13 @@ class ViewsDataset(_Counting, Dataset):
     def __len__(self) -> int:
         return len(self.source.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] if v.ndim else v for k, v in self.__getitems__([index]).items()}
+    def __getitem__(self, index: int) -> dict:
+        return {k: v[0] if k != SKIPPED else v for k, v in self.__getitems__([index]).items()}
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        images, _ = self.source.read(indices)
-        return self._views(images, indices, self.epoch)
+    def __getitems__(self, indices: list[int]) -> dict:
+        failures: list[list[str]] = []
+        images, _ = self.source.read(indices, failures=failures)
+        return self._views(images, indices, self.epoch, failures)
 
 
 class StreamingViews(_Counting, IterableDataset):
@@ -112,7 +123,7 @@ class StreamingViews(_Counting, IterableDataset):
         self.epoch = epoch
         self.stream.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict]:
         column = self.source.image_column
         values, position = [], 0
         for row in self.stream:
@@ -120,5 +131,6 @@ class StreamingViews(_Counting, IterableDataset):
             if len(values) == self.batch_size:
                 # sample ids for seeding: unique per rank and position in this epoch's stream
                 ids = [(position + k) * 4096 + self.rank for k in range(len(values))]
-                yield self._views(self.source.decode(values), ids, self.epoch)
+                failures: list[list[str]] = []
+                yield self._views(self.source.decode(values, failures), ids, self.epoch, failures)
                 values, position = [], position + len(values)

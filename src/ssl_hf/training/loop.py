@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -117,10 +117,11 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
             return args.weight_decay
         return cosine_with_warmup(step, args.max_steps, 0, args.weight_decay, args.weight_decay_end)
 
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "images_seen": 0, "skipped_images": 0}
+    # skipped_files: unreadable file -> reason, each counted once in skipped_images
+    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "images_seen": 0, "skipped_images": 0, "skipped_files": {}}
     if resume_dir is not None:
         accelerator.load_state(str(resume_dir))
-        state = json.loads((resume_dir / META).read_text())["state"]
+        state = {**state, **json.loads((resume_dir / META).read_text())["state"]}
         logger.info("Resumed from %s at step %d", resume_dir, state["step"])
     metrics = _MetricsWriter(out / "metrics.jsonl", accelerator.is_main_process, resume_step=state["step"])
     if accelerator.is_main_process:
@@ -166,7 +167,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     window: list[dict[str, torch.Tensor]] = []
     window_stats: dict[str, float] = {}
     last_knn = None
-    window_images, window_skipped, window_start = 0, 0, time.perf_counter()
+    window_images, window_failures, window_start = 0, [], time.perf_counter()
     _set_schedules(optimizer, lr_at(state["step"]), weight_decay_at(state["step"]))
     with StopOnSignal(accelerator) as stop:
         while state["step"] < args.max_steps:
@@ -174,7 +175,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
             fresh_epoch, seen = state["batches_in_epoch"] == 0, 0
             for batch in batches:
                 seen += 1
-                window_skipped += int(batch.pop(SKIPPED, 0))
+                window_failures += batch.pop(SKIPPED, [])
                 # model-side randomness (dropout, ...) is a pure function of (seed, step, micro-batch, rank)
                 torch.manual_seed(_step_seed(args.seed, state["step"], len(window), accelerator.process_index))
                 with accelerator.accumulate(model):
@@ -198,10 +199,11 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
                 state["step"] += 1
                 unwrapped.post_optimizer_step(state["step"], args.max_steps)
                 record = _reduce_window(window, accelerator)
-                counts = torch.tensor([window_images, window_skipped], device=accelerator.device)
-                images, skipped = (int(c) for c in accelerator.reduce(counts, "sum").tolist())
+                counts = torch.tensor([window_images, len(window_failures)], device=accelerator.device)
+                images, failed = (int(c) for c in accelerator.reduce(counts, "sum").tolist())
                 state["images_seen"] += images
-                state["skipped_images"] = state.get("skipped_images", 0) + skipped
+                if failed:  # the same total on every process: all of them take part in the gather
+                    _record_skipped(window_failures, accelerator, state)
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "step": state["step"],
@@ -231,7 +233,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
                 saved = state["step"] % args.save_steps == 0 or state["step"] == args.max_steps
                 if saved:
                     save_checkpoint(accelerator, out, state, args.save_total_limit)
-                window, window_images, window_skipped, window_start = [], 0, 0, time.perf_counter()
+                window, window_images, window_failures, window_start = [], 0, [], time.perf_counter()
                 if state["step"] >= args.max_steps:
                     break
                 if stop.requested():  # Ctrl-C / SIGTERM: this step is complete; keep it
@@ -249,6 +251,8 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
                 state["epoch"] += 1
                 state["batches_in_epoch"] = 0
     progress.close()
+    if state["skipped_files"] and accelerator.is_main_process:
+        _summarise_skipped(out, state["skipped_files"])
     final = out / "final"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -309,12 +313,42 @@ def _epoch_batches(loader, dataset, accelerator: Accelerator, state: dict, strea
     skip = state["batches_in_epoch"]
     if streaming:
         device = accelerator.device
-        batches = ({k: v.to(device, non_blocking=True) for k, v in b.items()} for b in loader)
+        batches = (
+            {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+            for b in loader
+        )
         for _ in range(skip):
             next(batches, None)
         return batches
     loader.set_epoch(state["epoch"])
     return accelerator.skip_first_batches(loader, skip) if skip else loader
+
+
+def _record_skipped(failures: list[list[str]], accelerator: Accelerator, state: dict) -> None:
+    """Adds a step's unreadable files (`[file, reason]`, from every process) to the run's, warning once per file."""
+    if accelerator.num_processes > 1:
+        failures = gather_object(failures)
+    for name, reason in failures:
+        if name not in state["skipped_files"]:
+            state["skipped_files"][name] = reason
+            if accelerator.is_main_process:
+                logger.warning(
+                    "Skipping unreadable image %s: %s (warned once; it is left out whenever it comes up)", name, reason
+                )
+    state["skipped_images"] = len(state["skipped_files"])
+
+
+def _summarise_skipped(out: Path, files: dict[str, str]) -> None:
+    """End-of-run summary of the unreadable files, all of them listed in `skipped_images.txt`."""
+    listing = out / "skipped_images.txt"
+    listing.write_text("".join(f"{name}\t{reason}\n" for name, reason in sorted(files.items())))
+    shown = ", ".join(sorted(files)[:5]) + (", ..." if len(files) > 5 else "")
+    logger.warning(
+        "%d unreadable image(s) were left out of this run (%s); every one is listed in %s. Fix or remove them.",
+        len(files),
+        shown,
+        listing,
+    )
 
 
 def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:

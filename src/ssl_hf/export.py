@@ -11,7 +11,7 @@ from transformers import Dinov2Config, Dinov2Model, PreTrainedModel, ResNetModel
 from transformers import ViTImageProcessorPil as ViTImageProcessor
 
 from .cards import CARDS_DIR, card_eval_results, hub_id, processor_size, render_card, update_card
-from .data.views import IMAGENET_MEAN, IMAGENET_STD
+from .data.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 
 __all__ = [  # the card functions moved to `ssl_hf.cards`; importable here as before

@@ -2,4 +2,5 @@
 
 from .builtin import BUILTIN_DATASETS, is_builtin, load_builtin
 from .datasets import ImageSource, decode_image, load_image_source
-from .views import IMAGENET_MEAN, IMAGENET_STD, EvalView, MaskedView, build_views
+from .pixels import IMAGENET_MEAN, IMAGENET_STD
+from .views import EvalView, MaskedView, build_views

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .views import IMAGENET_MEAN, IMAGENET_STD, normalize, random_resized_box, resized_crops
+from .pixels import IMAGENET_MEAN, IMAGENET_STD, normalize, random_resized_box, resized_crops
 
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 
 from ..data.datasets import ImageSource
-from ..data.views import IMAGENET_MEAN, IMAGENET_STD, EvalView
+from ..data.pixels import IMAGENET_MEAN, IMAGENET_STD
+from ..data.views import EvalView
 from ..registry import METHODS
 
 

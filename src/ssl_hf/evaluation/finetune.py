@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from ..data.datasets import ImageSource
-from ..data.views import EvalView, normalize, random_resized_box, resized_crops
+from ..data.pixels import normalize, random_resized_box, resized_crops
+from ..data.views import EvalView
 from .features import Pooling, pooled_features
 from .knn import topk_accuracy
 

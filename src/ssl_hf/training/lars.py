@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .optim import param_groups
+from .param_groups import param_groups
 
 
 class LARS(torch.optim.Optimizer):

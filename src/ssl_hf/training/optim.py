@@ -3,24 +3,8 @@
 import torch
 from torch import nn
 
-
-_NO_DECAY_NAMES = ("cls_token", "mask_token", "position_embedding", "pos_embed", "register_tokens")  # substrings
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights (>= 2-D) and the rest (biases, norms, tokens, position tables).
-
-    Frozen parameters are left out.
-    """
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim < 2 or any(key in name for key in _NO_DECAY_NAMES):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+from .lars import build_lars
+from .param_groups import param_groups
 
 
 def scaled_lr(base_lr: float, global_batch: int) -> float:
@@ -43,8 +27,6 @@ def build_adamw(
 def build_optimizer(name: str, model: nn.Module, lr: float, args, device: torch.device) -> torch.optim.Optimizer:
     """The optimiser named by `TrainingArguments.optimizer` (`adamw` or `lars`), with the no-decay groups."""
     if name == "lars":
-        from .lars import build_lars
-
         return build_lars(
             model, lr, args.weight_decay, momentum=args.momentum, trust_coefficient=args.lars_trust_coefficient
         )

@@ -2,6 +2,7 @@
 
 import io
 import logging
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -416,3 +417,46 @@ def test_builtin_read_after_select(digits):
     expected, expected_extra = digits.read(slice(102, 105), ["label"])
     assert all(torch.equal(a, b) for a, b in zip(images, expected))
     assert np.array_equal(extra["label"], expected_extra["label"])
+
+
+@pytest.fixture
+def captioned(tmp_path):
+    """A saved dataset with an image column, a caption, a label and a column of image paths."""
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Path(paths[-1]).write_bytes(_noise_png(i))
+    ds = datasets.Dataset.from_dict(
+        {
+            "photo": [{"bytes": _noise_png(i), "path": None} for i in range(4)],
+            "caption": ["a photo of noise"] * 4,
+            "label": [0, 1, 0, 1],
+            "file": paths,
+        },
+        features=datasets.Features(
+            photo=datasets.Image(),
+            caption=datasets.Value("string"),
+            label=datasets.Value("int64"),
+            file=datasets.Value("string"),
+        ),
+    )
+    ds.save_to_disk(str(tmp_path / "captioned"))
+    return str(tmp_path / "captioned")
+
+
+@pytest.mark.parametrize(
+    ("column", "holds"),
+    [("caption", "holds text (first value 'a photo of noise'), not images"), ("label", "holds int64 values")],
+)
+@pytest.mark.parametrize("streaming", [False, True])
+def test_an_image_column_without_images_is_refused_before_training(captioned, column, holds, streaming):
+    with pytest.raises(ValueError, match=f"Image column '{column}'") as err:
+        load_image_source(captioned, image_column=column, streaming=streaming)
+    assert holds in str(err.value)
+    assert "Use --image_column photo." in str(err.value)
+
+
+def test_a_column_of_image_paths_is_an_image_column(captioned):
+    source = load_image_source(captioned, image_column="file")
+    images, _ = source.read([0, 3])
+    assert [tuple(im.shape) for im in images] == [(3, 32, 32)] * 2

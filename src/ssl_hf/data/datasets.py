@@ -109,6 +109,8 @@ def load_image_source(
             f"Image column '{column}' not found in {name_or_path}; columns are {list(features)}. "
             "Pass the right one with --image_column."
         )
+    if features is not None:
+        _check_image_column(ds, features, column, name_or_path)
     raw_size = _raw_pixels_size(features[column]) if features is not None else None
     if raw_size:  # a built-in set written to parquet/arrow/disk: fixed-length uint8 RGB pixels
         return ImageSource(ds, column, raw_size)
@@ -168,6 +170,40 @@ def _raw_pixels_size(feature) -> int | None:
         return None
     side = math.isqrt(length // 3)
     return side if 3 * side * side == length else None
+
+
+def _holds_images(feature) -> bool:
+    """True for columns whose type can only hold images: `Image`, raw uint8 pixels, bytes, `{bytes, path}` structs."""
+    if isinstance(feature, datasets.Image) or _raw_pixels_size(feature):
+        return True
+    if isinstance(feature, dict):
+        return bool({"bytes", "path"} & set(feature))
+    return getattr(feature, "dtype", None) in ("binary", "large_binary")
+
+
+def _check_image_column(ds, features: datasets.Features, column: str, name: str) -> None:
+    """Refuses, before any training, an image column that holds text or numbers; names the columns that hold images.
+
+    A text column passes when its first value looks like an image path (image suffix or an existing file).
+    """
+    feature = features[column]
+    if _holds_images(feature):
+        return
+    dtype = getattr(feature, "dtype", None)
+    if dtype in ("string", "large_string"):
+        first = next(iter(ds.select_columns([column])), {}).get(column)
+        if not first or Path(first).suffix.lower() in Image.registered_extensions() or os.path.isfile(first):
+            return  # paths of image files
+        holds = f"text (first value {first[:60]!r}), not images or image paths"
+    else:
+        holds = f"{dtype or type(feature).__name__} values, not images"
+    images = [k for k, f in features.items() if _holds_images(f)]
+    fix = (
+        f"Use --image_column {images[0]}" + (f" (columns with images: {', '.join(images)})" if len(images) > 1 else "")
+        if images
+        else f"No column holds images (columns: {', '.join(features)}); give a dataset of images"
+    )
+    raise ValueError(f"Image column '{column}' of {name} holds {holds}. {fix}.")
 
 
 def _find_image_column(features: datasets.Features | None, name: str) -> str:

@@ -277,10 +277,18 @@ def _evaluate(argv: list[str]) -> None:
     parser.add_argument("--diagnostics_images", type=int, default=1024, help="Diagnostics: test images used.")
     parser.add_argument("--plots_dir", help="Diagnostics plots (default: EXPORT/plots for a local export).")
     parser.add_argument("--output", help="Write the results JSON here.")
-    parser.add_argument("--train_split", default="train")
-    parser.add_argument("--test_split", default="test")
-    parser.add_argument("--label_column", default="label")
-    parser.add_argument("--image_column")
+    parser.add_argument("--train_split", default="train", help="Split the probes train on (default: train).")
+    parser.add_argument("--test_split", default="test", help="Split the results are measured on (default: test).")
+    parser.add_argument(
+        "--test_fraction",
+        type=float,
+        help="For a dataset without a test split: test on this fraction of the train split, held out by a shuffle "
+        "seeded by --seed, and train on the rest (default: None = use --test_split).",
+    )
+    parser.add_argument(
+        "--label_column", default="label", help="Class column: integer ids or class names (default: label)."
+    )
+    parser.add_argument("--image_column", help="Image column (default: None = found automatically).")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--temperature", type=float, default=0.07)
     parser.add_argument(
@@ -338,6 +346,7 @@ def _evaluate(argv: list[str]) -> None:
         plots_dir=plots_dir,
         train_split=args.train_split,
         test_split=args.test_split,
+        test_fraction=args.test_fraction,
         label_column=args.label_column,
         image_column=args.image_column,
         k=args.k,

@@ -3,11 +3,13 @@
 Every image is converted to RGB; files that cannot be decoded are skipped and counted, never crash a run (D5).
 """
 
+import ast
 import hashlib
 import io
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +124,20 @@ def load_image_source(
     return ImageSource(ds, column)
 
 
+class MissingSplitError(ValueError):
+    """The dataset has no split of that name.
+
+    Attributes:
+        name: The dataset.
+        split: The split asked for.
+        available: The splits it has.
+    """
+
+    def __init__(self, name: str, split: str, available: list[str]):
+        self.name, self.split, self.available = name, split, list(available)
+        super().__init__(f"{name} has no split '{split}'; its splits are: {', '.join(self.available)}.")
+
+
 def _empty(split: str, name_or_path: str) -> str:
     return f"Split '{split}' of {name_or_path} is empty: there is nothing to train or evaluate on."
 
@@ -132,7 +148,7 @@ def _load(name_or_path: str, split: str, config_name: str | None, streaming: boo
         if path.is_dir() and any((path / f).exists() for f in _SAVED_MARKERS):
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict) and split not in loaded:
-                raise ValueError(f"Unknown split '{split}'; the saved dataset has splits {list(loaded)}")
+                raise MissingSplitError(name_or_path, split, list(loaded))
             ds = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
             return ds.to_iterable_dataset() if streaming else ds
         if path.is_dir():
@@ -152,9 +168,14 @@ def _load(name_or_path: str, split: str, config_name: str | None, streaming: boo
         return datasets.load_dataset(name_or_path, config_name, split=split, streaming=streaming, cache_dir=cache_dir)
     except IndexError as err:  # `load_from_disk` cannot reopen a dataset saved with 0 rows (0 shards)
         raise ValueError(_empty(split, name_or_path)) from err
+    except MissingSplitError:
+        raise
     except (FileNotFoundError, ValueError, ConnectionError) as err:
         if "corresponds to no data" in str(err):  # `load_dataset` on files with 0 rows
             raise ValueError(_empty(split, name_or_path)) from err
+        unknown = re.fullmatch(r'Unknown split "(.*)"\. Should be one of (\[.*\])\.', str(err))
+        if unknown:  # `load_dataset`'s wording
+            raise MissingSplitError(name_or_path, split, ast.literal_eval(unknown.group(2))) from err
         offline = " (the Hub is unreachable or HF_HUB_OFFLINE is set)" if "offline" in str(err).lower() else ""
         raise ValueError(
             f"Could not load dataset '{name_or_path}' split '{split}'{offline}: {err}. Give a built-in name "

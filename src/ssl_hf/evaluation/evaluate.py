@@ -22,6 +22,7 @@ from .floor import calibrate_twin
 from .knn import knn_accuracy
 from .linear_probe import linear_probe_accuracy
 from .representation import feature_diagnostics
+from .splits import held_out_name, labelled_splits
 
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class _Run:
     random_init: bool
     seed: int
     store: FeatureCache
+    test_fraction: float | None = None  # the test set is this fraction of the train split (`splits.labelled_splits`)
     # set by `_load`
     model: PreTrainedModel = field(init=False)
     view: EvalView = field(init=False)
@@ -60,7 +62,11 @@ class _Run:
             **self.floor,
             "model": str(self.model_path),
             "dataset": dataset,
-            "split": self.test_split,
+            "split": (
+                held_out_name(self.train_split, self.test_fraction, self.seed)
+                if self.test_fraction is not None and dataset == self.dataset
+                else self.test_split
+            ),
         }
 
 
@@ -87,6 +93,7 @@ def evaluate_backbone(
     test_split: str = "test",
     label_column: str = "label",
     image_column: str | None = None,
+    test_fraction: float | None = None,
     k: int = 20,
     temperature: float = 0.07,
     probe_epochs: int = 100,
@@ -125,8 +132,10 @@ def evaluate_backbone(
         protocols: Any of `PROTOCOLS`.
         train_split: Training split (of `dataset` and `dense_dataset`).
         test_split: Test split (of `dataset` and `dense_dataset`).
-        label_column: Integer class column of `dataset`.
+        label_column: Class column of `dataset`: integer ids, or class names (encoded with one sorted mapping).
         image_column: Image column (of `dataset` and `dense_dataset`); found automatically when None.
+        test_fraction: Test on this fraction of `dataset`'s train split, held out by a shuffle seeded by `seed`, and
+            train on the rest (for datasets without a test split); `test_split` is then unused for `dataset`.
         k: Neighbours of `knn`.
         temperature: Temperature of `knn`.
         probe_epochs: Epochs of `linear`.
@@ -185,6 +194,7 @@ def evaluate_backbone(
         random_init=random_init,
         seed=seed,
         store=FeatureCache((cache_dir or default_cache_dir()) if cache else None),
+        test_fraction=test_fraction,
     )
     train, test, dense_sources = _load(run, protocols, dense_dataset, bn_calibration_images)
     results = {}
@@ -201,7 +211,7 @@ def evaluate_backbone(
     if "finetune" in protocols:
         results["finetune"] = _finetune(run, train, test, finetune_epochs, finetune_max_train_images, layer_decay)
     if "diagnostics" in protocols:
-        results["diagnostics"] = _diagnostics(run, diagnostics_images, plots_dir)
+        results["diagnostics"] = _diagnostics(run, test, diagnostics_images, plots_dir)
     if dense_sources is not None:
         results["dense"] = _dense(run, dense_sources, dense_dataset, dense_epochs, (max_train_images, max_test_images))
     return [row for p in protocols for row in (results[p] if isinstance(results[p], list) else [results[p]])]
@@ -232,8 +242,11 @@ def _load(
         for source, split in zip(dense_sources, splits):
             check_segmentation(source.dataset, f"Split '{split}' of {dense_dataset}")
     train = test = None
-    if any(p in FEATURE_PROTOCOLS for p in protocols) or "finetune" in protocols:  # the labels, before any pass
-        train, test = (load_image_source(run.dataset, split, **kwargs) for split in splits)
+    labelled = [p for p in protocols if p in (*FEATURE_PROTOCOLS, "finetune")]
+    if labelled or (run.test_fraction is not None and "diagnostics" in protocols):  # the labels, before any pass
+        train, test = labelled_splits(
+            run.dataset, *splits, run.label_column, run.image_column, run.test_fraction, run.seed
+        )
         for source, split in zip((train, test), splits):
             _check_labels(source.dataset, run.label_column, f"Split '{split}' of {run.dataset}")
     if twin is not None:  # random init: what the floor is
@@ -347,8 +360,10 @@ def _finetune(
     }
 
 
-def _diagnostics(run: _Run, num_images: int, plots_dir: str | os.PathLike | None) -> dict:
-    source = load_image_source(run.dataset, run.test_split, image_column=run.image_column)
+def _diagnostics(run: _Run, test: ImageSource | None, num_images: int, plots_dir: str | os.PathLike | None) -> dict:
+    source = (
+        test if test is not None else load_image_source(run.dataset, run.test_split, image_column=run.image_column)
+    )
     prefix = "random_init" if run.random_init else "pretrained"
     geometry = feature_diagnostics(
         run.model, run.view, source, num_images, run.label_column, run.pool, run.seed, plots_dir, prefix

@@ -90,14 +90,14 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     global_batch = args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     lr_multiplier = getattr(model_config, "learning_rate_multiplier", 1.0)  # e.g. MSBReg: x K views
     peak_lr = args.learning_rate or scaled_lr(args.base_learning_rate, global_batch) * lr_multiplier
-    run_record = _run_record(spec, model_config, args, accelerator, peak_lr, global_batch)
-    if resume_dir is not None:  # before building anything: another model or dataset is refused by name
-        run_record["resumes"] = check_resume(resume_dir, run_record)
-
     if args.cpu_keep_freed_memory and accelerator.device.type == "cpu":
         keep_freed_cpu_memory()
     set_seed(args.seed)
     model = spec.model_class(model_config)
+    # recorded once built: a model may fill config fields from what it reads (TEC: its base model's width and heads)
+    run_record = _run_record(spec, model.config, args, accelerator, peak_lr, global_batch)
+    if resume_dir is not None:  # before loading any state: another model or dataset is refused by name
+        run_record["resumes"] = check_resume(resume_dir, run_record)
     model.prepare_for_pretraining(resumed=resume_dir is not None or bool(args.init_from))
     if args.init_from:
         load_init_weights(model, args.init_from)

@@ -232,6 +232,21 @@ TINY_CONFIGS = {
 
 
 @pytest.fixture
+def no_training(monkeypatch):
+    """Replaces the training loop: records what the CLI would train (and keeps a parse bug from starting a run)."""
+    import ssl_hf.training
+
+    calls = []
+
+    def fake_pretrain(spec, config, args):
+        calls.append((spec, config, args))
+        return Path(args.output_dir) / "final"
+
+    monkeypatch.setattr(ssl_hf.training, "pretrain", fake_pretrain)
+    return calls
+
+
+@pytest.fixture
 def tiny_config():
     return tiny_mae_config()
 

@@ -32,19 +32,6 @@ def _write_yaml(path: Path, model=None, data=None, training=None) -> str:
     return str(path)
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-    """Replaces the training loop: records what the CLI would train (and keeps a parse bug from starting a run)."""
-    calls = []
-
-    def fake_pretrain(spec, config, args):
-        calls.append((spec, config, args))
-        return Path(args.output_dir) / "final"
-
-    monkeypatch.setattr(ssl_hf.training, "pretrain", fake_pretrain)
-    return calls
-
-
 @pytest.fixture(autouse=True)
 def _datasets_cache(tmp_path, monkeypatch):
     """Keeps the imagefolder builds of these tests out of the user's ~/.cache/huggingface/datasets."""
@@ -348,7 +335,7 @@ def test_preset_of_another_method_is_named(no_training, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["pretrain", "--method", "mae", "--preset", "byol-cpu"])
     assert exit_info.value.code == 2
-    assert "preset of --method byol" in capsys.readouterr().err
+    assert "byol-cpu is a preset of byol" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------- pre-training folders

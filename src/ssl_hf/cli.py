@@ -102,15 +102,9 @@ def _pretrain(argv: list[str]) -> None:
                 file_values[key] = value
     preset_name = first.preset or file_values.pop("preset", None)
     file_values.pop("preset", None)
-    owners = [m for m, spec in ssl_hf.METHODS.items() if preset_name in spec.presets]
-    method_name = first.method or file_values.pop("method", None) or (owners[0] if owners else "mae")
+    method_name = _method_of(first.method or file_values.pop("method", None), preset_name)
     file_values.pop("method", None)
     spec = ssl_hf.get_method(method_name)
-    if preset_name and preset_name not in spec.presets:
-        raise ValueError(
-            f"Unknown preset '{preset_name}' for {method_name}; available: {', '.join(spec.presets) or 'none'}"
-            + (f" (it is a preset of --method {owners[0]})." if owners else ".")
-        )
     explicit = set(file_values)  # given in the file (the preset's fields are not explicit)
     file_values = {**spec.presets.get(preset_name, {}), **file_values}  # preset < file < command line
     backbone_name = first.backbone or file_values.get("backbone") or spec.default_backbone
@@ -121,7 +115,13 @@ def _pretrain(argv: list[str]) -> None:
         description=f"Pre-train with {method_name}. Method, backbone and training fields are all --<field> value.",
         argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("--method", default=method_name, choices=sorted(ssl_hf.METHODS))
+    parser.add_argument(
+        "--method",
+        default=method_name,
+        type=str.lower,
+        choices=sorted(ssl_hf.METHODS),
+        help="Pre-training method, any case (default: the --preset's method, else mae).",
+    )
     parser.add_argument("--config", help="YAML file of options (command-line flags win).")
     parser.add_argument("--preset", help=f"Paper settings: {', '.join(spec.presets) or 'none'} (file and flags win).")
     parser.add_argument(
@@ -195,6 +195,33 @@ def _pretrain(argv: list[str]) -> None:
     curves = final.parent / "training_curves.png"
     if curves.is_file():
         print(f"Loss and online k-NN curves: {curves}")
+
+
+def _method_of(method: str | None, preset: str | None) -> str:
+    """The method of a run: `--method` in any case, else the one `--preset` belongs to, else mae.
+
+    Raises `ValueError` for an unknown method or preset, and when the two disagree, naming both.
+    """
+    import ssl_hf
+
+    name = method.lower() if method else None
+    if name is not None:
+        ssl_hf.get_method(name)  # unknown: names the methods
+    if preset is None:
+        return name or "mae"
+    owners = {p: m for m, spec in ssl_hf.METHODS.items() for p in spec.presets}
+    if preset not in owners:
+        close = get_close_matches(preset, owners, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        listed = "; ".join(f"{m}: {', '.join(s.presets)}" for m, s in sorted(ssl_hf.METHODS.items()) if s.presets)
+        raise ValueError(f"Unknown preset '{preset}'.{hint} Presets by method: {listed}.")
+    if name is not None and owners[preset] != name:
+        own = ", ".join(ssl_hf.METHODS[name].presets) or "none"
+        raise ValueError(
+            f"--method {method} and --preset {preset} disagree: {preset} is a preset of {owners[preset]}. Drop "
+            f"--method (the preset picks its method), or choose a preset of {name}: {own}."
+        )
+    return owners[preset]
 
 
 def _resume_command(argv: list[str]) -> str:

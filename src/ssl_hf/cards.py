@@ -201,6 +201,7 @@ def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
 _FILE_SUFFIXES = (".parquet", ".arrow", ".csv", ".json", ".jsonl")
 _RANDOM_INIT = ("random_init", "random-init", "random")
 _IMAGE_PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
+_NOT_APPLICABLE = "n/a"  # top-5 of a set of 5 classes or fewer (None in the results: `evaluation.knn.topk_accuracy`)
 
 
 def hub_id(name: str | None) -> str | None:
@@ -438,10 +439,10 @@ def _evaluation_section(results: dict | None) -> str:
             short, details = _protocol_label(e)
             settings = ", ".join(x for x in (short, settings or details) if x)
             top1, top5 = (_mean_std(_number(e.get(f"{k}_mean")), _number(e.get(f"{k}_std"))) for k in ("top1", "top5"))
-            values = (_number(e.get("top1_mean")), top1, top5)
+            values = (_number(e.get("top1_mean")), top1, _NOT_APPLICABLE if top5 == "-" else top5)
         elif protocol in _IMAGE_PROTOCOLS:
-            top1 = _number(e.get("top1"))
-            values = (top1, _percent(top1), _percent(_number(e.get("top5"))))
+            top1, top5 = _number(e.get("top1")), _number(e.get("top5"))
+            values = (top1, _percent(top1), _NOT_APPLICABLE if top5 is None else _percent(top5))
         elif protocol == "dense":
             miou = _number(e.get("mean_iou"))
             values = (miou, _percent(miou, 1), _percent(_number(e.get("pixel_accuracy")), 1))

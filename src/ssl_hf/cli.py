@@ -407,10 +407,12 @@ def _evaluate(argv: list[str]) -> None:
 
 def _summary(r: dict) -> str:
     """One line per result: accuracies, mIoU or the feature geometry."""
+    top5 = r.get("top5_mean", r.get("top5"))
+    top5 = "n/a" if top5 is None else f"{100 * top5:.2f} %"  # n/a: 5 classes or fewer
     if "top1_mean" in r:
-        return f"top-1 {100 * r['top1_mean']:.2f} ± {100 * r['top1_std']:.2f} %, top-5 {100 * r['top5_mean']:.2f} %"
+        return f"top-1 {100 * r['top1_mean']:.2f} ± {100 * r['top1_std']:.2f} %, top-5 {top5}"
     if "top1" in r:
-        return f"top-1 {100 * r['top1']:.2f} %, top-5 {100 * r['top5']:.2f} % ({r.get('num_test', '?')} test images)"
+        return f"top-1 {100 * r['top1']:.2f} %, top-5 {top5} ({r.get('num_test', '?')} test images)"
     if "mean_iou" in r:
         return f"mIoU {r['mean_iou']:.2f} %, pixel accuracy {r['pixel_accuracy']:.2f} %"
     similarity = r.get("token_cosine_similarity")

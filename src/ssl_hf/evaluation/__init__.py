@@ -6,6 +6,7 @@ from .cache import FeatureCache, default_cache_dir, model_fingerprint
 from .dense import SEGMENTATION_COLUMN, confusion_matrix, dense_probe, iou_metrics, resize_segmentation
 from .evaluate import FEATURE_PROTOCOLS, PROBE_BASE_LR, PROTOCOLS, evaluate_backbone, evaluate_dense, evaluate_knn
 from .features import (
+    applied_pool,
     batchnorm_layers,
     calibrate_batchnorm,
     extract_features,
@@ -31,6 +32,7 @@ __all__ = [
     "SEGMENTATION_COLUMN",
     "FeatureCache",
     "LinearProbe",
+    "applied_pool",
     "batchnorm_layers",
     "calibrate_batchnorm",
     "confusion_matrix",

@@ -15,7 +15,7 @@ from ..data.datasets import ImageSource, load_image_source
 from ..data.views import EvalView
 from .cache import FeatureCache, default_cache_dir, model_fingerprint, source_key, view_key
 from .dense import backbone_patch_size, check_dense_backbone, check_segmentation, dense_probe, segmentation_maps
-from .features import extract_features, extract_patch_features, load_backbone, load_random_init
+from .features import applied_pool, extract_features, extract_patch_features, load_backbone, load_random_init
 from .fewshot import fewshot_accuracy
 from .finetune import finetune_accuracy
 from .floor import calibrate_twin
@@ -141,7 +141,8 @@ def evaluate_backbone(
         probe_epochs: Epochs of `linear`.
         probe_optimizer: `sgd` (momentum 0.9, base lr 0.1) or `lars` (MAE's linear probe: its absolute lr 0.1 x
             16384 / 256 = 6.4 at batch 256, since LARS moves each layer by lr x 1e-3 of its norm per step).
-        pool: `cls` or `mean` image features for `knn` and `linear` (models without a cls token always average).
+        pool: `cls` or `mean` image features (models without a cls token always average, and their rows say
+            `mean`: `applied_pool`).
         batch_size: Images per forward pass.
         random_init: Evaluate the floor instead: the same architecture with the weights it had before training
             (`load_random_init`: the method's own init when the export records its run, else transformers' init),
@@ -235,6 +236,7 @@ def _load(
         run.model, run.view, twin = load_random_init(run.model_path, run.seed)
     else:
         run.model, run.view = load_backbone(run.model_path)
+    run.pool = applied_pool(run.model, run.pool)  # rows, settings and cache keys name the pooling applied
     dense_sources = None
     if "dense" in protocols:  # check everything the dense protocol needs before any feature pass
         check_dense_backbone(run.model)
@@ -351,10 +353,10 @@ def _finetune(
         seed=run.seed,
         max_train_images=max_train_images,
     )
-    limit = "all" if max_train_images is None else max_train_images
     return {
         **run.row("finetune", run.dataset),
-        "settings": f"full fine-tune, {epochs} ep on {limit} images, layer decay {layer_decay}, {run.pool}",
+        "settings": f"full fine-tune, {epochs} ep on {metrics['num_train']} images, layer decay {layer_decay}, "
+        f"{run.pool}",
         **metrics,
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -368,7 +370,8 @@ def _diagnostics(run: _Run, test: ImageSource | None, num_images: int, plots_dir
     geometry = feature_diagnostics(
         run.model, run.view, source, num_images, run.label_column, run.pool, run.seed, plots_dir, prefix
     )
-    return {**run.row("diagnostics", run.dataset), "settings": f"{num_images} images, {run.pool} features", **geometry}
+    settings = f"{geometry['num_images']} images, {run.pool} features"  # the images read, not the limit asked for
+    return {**run.row("diagnostics", run.dataset), "settings": settings, **geometry}
 
 
 def _dense(

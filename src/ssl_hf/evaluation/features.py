@@ -219,6 +219,16 @@ def has_cls_token(model: PreTrainedModel) -> bool:
     return config.model_type not in CLS_FREE_MODEL_TYPES and getattr(config, "patch_size", None) is not None
 
 
+def applied_pool(model: PreTrainedModel, pool: Pooling) -> Pooling:
+    """The pooling `pooled_features(model, ..., pool)` applies: `mean` whenever the model has no cls token.
+
+    Models without a cls token (SigLIP vision towers: the mean of their patch tokens) and CNNs (their average-pooled
+    last stage) give `mean` whatever `pool` asks; token models with a cls token give `pool`. Results record this
+    value, so a SelfPatch row says `mean` even when `cls` was asked for.
+    """
+    return pool if has_cls_token(model) else "mean"
+
+
 def pooled_features(model: PreTrainedModel, pixel_values: Tensor, pool: Pooling = "cls") -> Tensor:
     """`(B, D)` image features.
 

@@ -112,8 +112,8 @@ def fewshot_accuracy(
 
     Returns:
         One dict per `n`: `shots`, `trials`, `classifier`, `num_train` (`n * C`), `top1_mean`, `top1_std`,
-        `top5_mean`, `top5_std` (fractions; sample std over trials, ddof=1, 0 for one trial) and `per_trial`
-        (`trial`, `top1`, `top5` of each draw).
+        `top5_mean`, `top5_std` (fractions; sample std over trials, ddof=1, 0 for one trial; the top-5 ones None with
+        5 classes or fewer, see `topk_accuracy`) and `per_trial` (`trial`, `top1`, `top5` of each draw).
 
     Raises:
         ValueError: For an unknown classifier, `trials < 1`, or a class with fewer than `n` training samples.
@@ -142,7 +142,7 @@ def fewshot_accuracy(
             )
             per_trial.append({"trial": trial, **metrics})
         top1 = np.array([t["top1"] for t in per_trial])
-        top5 = np.array([t["top5"] for t in per_trial])
+        top5 = None if per_trial[0]["top5"] is None else np.array([t["top5"] for t in per_trial])  # None: <= 5 classes
         ddof = 1 if trials > 1 else 0
         results.append(
             {
@@ -152,8 +152,8 @@ def fewshot_accuracy(
                 "num_train": len(idx),
                 "top1_mean": float(top1.mean()),
                 "top1_std": float(top1.std(ddof=ddof)),
-                "top5_mean": float(top5.mean()),
-                "top5_std": float(top5.std(ddof=ddof)),
+                "top5_mean": None if top5 is None else float(top5.mean()),
+                "top5_std": None if top5 is None else float(top5.std(ddof=ddof)),
                 "per_trial": per_trial,
             }
         )

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from ..data.datasets import ImageSource
 from ..data.pixels import normalize, random_resized_box, resized_crops
 from ..data.views import EvalView
-from .features import Pooling, pooled_features
+from .features import Pooling, applied_pool, pooled_features
 from .knn import topk_accuracy
 
 
@@ -220,8 +220,8 @@ def finetune_accuracy(
 
     Returns:
         `top1`, `top5` (fractions, on the test split), `epochs`, `num_train`, `num_test`, `batch_size`, `lr`,
-        `base_lr`, `layer_decay`, `weight_decay`, `pool`, `train_loss` and `train_top1` (per epoch, on the augmented
-        training batches), `train_seconds` and `eval_seconds`.
+        `base_lr`, `layer_decay`, `weight_decay`, `pool` (the one applied, `applied_pool`), `train_loss` and
+        `train_top1` (per epoch, on the augmented training batches), `train_seconds` and `eval_seconds`.
 
     Raises:
         ValueError: If the backbone's blocks are not found (`layer_decay_param_groups`), a label is outside
@@ -252,7 +252,7 @@ def finetune_accuracy(
         "base_lr": base_lr,
         "layer_decay": layer_decay,
         "weight_decay": weight_decay,
-        "pool": pool,
+        "pool": applied_pool(model, pool),
         "train_loss": history_loss,
         "train_top1": history_top1,
         "train_seconds": round(train_seconds, 1),

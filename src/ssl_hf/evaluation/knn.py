@@ -8,6 +8,9 @@ from torch import Tensor
 from .metric_loading import load_metric
 
 
+TOP5_MIN_CLASSES = 5  # top-5 needs more classes than this: with 5 or fewer it is 100 % whatever the scores
+
+
 @torch.no_grad()
 def knn_predict(
     train_features: Tensor,
@@ -58,8 +61,11 @@ def knn_accuracy(
     return topk_accuracy(scores, test_labels)
 
 
-def topk_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
-    """Top-1 and top-5 accuracy of `(M, C)` class scores against `(M,)` labels (top-C when C < 5).
+def topk_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float | None]:
+    """Top-1 and top-5 accuracy of `(M, C)` class scores against `(M,)` labels; top-5 is None when `C <= 5`.
+
+    With 5 classes or fewer every label is among the top 5, so top-5 would always read 100 %: it is not applicable
+    (None in the results, "n/a" in cards).
 
     The ranked top-5 class ids go through the shipped `evaluate` metric `topk_accuracy` (`load_metric`, offline).
     Its exact fractions are rounded to float32, the values this function returned when it averaged in float32
@@ -69,4 +75,5 @@ def topk_accuracy(scores: Tensor, labels: Tensor) -> dict[str, float]:
     metrics = load_metric("topk_accuracy").compute(
         predictions=top.cpu().numpy(), references=labels.detach().reshape(-1).cpu().numpy()
     )
-    return {key: float(np.float32(metrics[key])) for key in ("top1", "top5")}
+    top5 = float(np.float32(metrics["top5"])) if scores.shape[1] > TOP5_MIN_CLASSES else None
+    return {"top1": float(np.float32(metrics["top1"])), "top5": top5}

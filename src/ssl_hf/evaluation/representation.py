@@ -7,7 +7,7 @@ from transformers import PreTrainedModel
 
 from ..data.datasets import ImageSource, load_image_source
 from ..data.views import EvalView
-from .features import load_backbone, load_random_init, patch_tokens, pooled_features
+from .features import applied_pool, load_backbone, load_random_init, patch_tokens, pooled_features
 from .floor import calibrate_twin
 
 
@@ -69,7 +69,8 @@ def feature_diagnostics(
     (evaluation-view) images, and the mean pairwise cosine similarity of each image's patch tokens (None for CNNs).
     Lower alignment is better; lower (more negative) uniformity means a wider spread; token similarity near 1 means
     the patch tokens carry the same information. With `plots_dir`, also writes the singular-value spectrum and a 2-D
-    PCA of the features coloured by label as PNGs (`plot_diagnostics`).
+    PCA of the features coloured by label as PNGs (`plot_diagnostics`). `pool` in the report is the pooling applied
+    (`applied_pool`: `mean` for models without a cls token).
     """
     import numpy as np
 
@@ -101,6 +102,7 @@ def feature_diagnostics(
         token_similarity = total / len(images)
     out = {
         "num_images": len(images),
+        "pool": applied_pool(model, pool),
         "alignment": alignment(first, second),
         "uniformity": uniformity(plain),
         "effective_rank": effective_rank(plain),

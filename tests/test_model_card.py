@@ -341,3 +341,24 @@ def test_diagnostics_rows_give_a_geometry_table_and_link_plots_in_the_export():
     assert "| pretrained | digits | 0.164 | -0.702 | 24.5 | 0.816 |" in text
     assert "![pretrained_pca](plots/pretrained_pca.png)" in text
     assert card_eval_results({"results": [row]}) == []  # geometry is not a model-index result
+
+
+@pytest.mark.parametrize(
+    ("schedule", "cell"),
+    [
+        ({"warmup_steps": 40}, "0.00025 (ended in warm-up: step 10 of 40; configured peak 0.001)"),
+        (
+            {"warmup_steps": None, "warmup_ratio": 2.0},
+            "0.0005 (ended in warm-up: step 10 of 20; configured peak 0.001)",
+        ),
+        ({"warmup_steps": 10}, "0.001"),  # the last step ran at the peak
+        ({"warmup_steps": 4}, "0.001"),
+    ],
+)
+def test_peak_learning_rate_is_the_one_reached(tmp_path, schedule, cell):
+    record = _training_record("digit-scenes")  # 10 steps at a configured peak of 1e-3
+    record["training"].update(schedule)
+    _mae().save_pretrained(tmp_path / "final")
+    (tmp_path / "final" / "training_args.json").write_text(json.dumps(record))
+    text = (export_pretrained(tmp_path / "final", tmp_path / "export") / "README.md").read_text()
+    assert f"| peak learning rate | {cell} |" in text

@@ -382,7 +382,7 @@ def _training_section(training: dict | None) -> str:
         ("dataset", _dataset_note(t.get("dataset"), t.get("dataset_config"), t.get("train_split"))),
         ("optimiser steps", d.get("checkpoint_step", t.get("max_steps"))),  # an exported checkpoint: its step
         ("global batch", d.get("global_batch_size")),
-        ("peak learning rate", d.get("peak_learning_rate")),
+        ("peak learning rate", _peak_lr_reached(t, d)),
         ("weight decay", t.get("weight_decay")),
         (
             "warm-up",
@@ -395,6 +395,22 @@ def _training_section(training: dict | None) -> str:
         ("seed", t.get("seed")),
     ]
     return "| setting | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def _peak_lr_reached(t: dict, d: dict) -> str | float | None:
+    """The peak learning rate the run reached: the recorded peak, or less when it stopped during the warm-up.
+
+    The lr of step `s < W` (`W` warm-up steps) is `peak * (s + 1) / W` (`training.schedules.cosine_with_warmup`), so a
+    run of `n` steps reached `peak * min(1, n / W)`; below `W` steps its card says it ended in the warm-up.
+    """
+    peak = _number(d.get("peak_learning_rate"))
+    steps = d.get("checkpoint_step", t.get("max_steps"))  # an exported checkpoint: the steps it had run
+    warmup = t.get("warmup_steps")
+    if warmup is None and _number(t.get("warmup_ratio")) is not None and isinstance(t.get("max_steps"), int):
+        warmup = round(t["warmup_ratio"] * t["max_steps"])  # as the loop resolves it
+    if peak is None or not isinstance(steps, int) or not isinstance(warmup, int) or steps >= warmup:
+        return d.get("peak_learning_rate")
+    return f"{peak * steps / warmup:.3g} (ended in warm-up: step {steps} of {warmup}; configured peak {peak:.3g})"
 
 
 def _count(n: int) -> str:

@@ -45,3 +45,75 @@ def test_unknown_preset_is_not_blamed_on_a_method(no_training, capsys):
     assert "for mae" not in err
     assert "byol-resnet18-stl10" in err  # the closest name
     assert not no_training
+
+
+# ------------------------------------------------------------------------------------------- epochs and logging
+
+
+def test_num_train_epochs_becomes_max_steps_and_logging_steps_average(tmp_path, caplog):
+    """10 images at batch 4: 2 optimiser steps per epoch, so 1.5 epochs are 3 steps; metrics every 2 steps + last."""
+    import json
+    import logging
+
+    from conftest import tiny_mae_config, tiny_training_args, write_square_folders
+
+    from ssl_hf.training import pretrain
+
+    data = write_square_folders(tmp_path / "squares", {"a": 40, "b": 200}, 5, 10)
+    args = tiny_training_args(
+        tmp_path / "run", dataset=str(data / "train"), batch_size=4, max_steps=None, num_train_epochs=1.5
+    )
+    args.logging_steps = 2
+    with caplog.at_level(logging.INFO, logger="ssl_hf"):
+        pretrain(ssl_hf.get_method("mae"), tiny_mae_config(), args)
+    record = json.loads((tmp_path / "run" / "args.json").read_text())
+    assert (record["training"]["max_steps"], record["derived"]["steps_per_epoch"]) == (3, 2)
+    assert "--num_train_epochs 1.5: 3 optimiser steps" in caplog.text
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 3]
+    assert all(line["loss"] > 0 for line in lines)
+
+
+def test_num_train_epochs_and_max_steps_that_disagree_are_refused(tmp_path):
+    from conftest import tiny_mae_config, tiny_training_args
+
+    from ssl_hf.training import pretrain
+
+    args = tiny_training_args(tmp_path / "run", max_steps=5, num_train_epochs=1)  # digit-scenes: 1000 steps
+    with pytest.raises(ValueError, match=r"--num_train_epochs 1 gives 1000 optimiser steps .* --max_steps is 5"):
+        pretrain(ssl_hf.get_method("mae"), tiny_mae_config(), args)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_num_train_epochs_of_a_stream_is_refused(tmp_path):
+    from conftest import tiny_training_args
+
+    args = tiny_training_args(tmp_path / "run", max_steps=None, num_train_epochs=1, streaming=True)
+    with pytest.raises(ValueError, match="streaming dataset has no length"):
+        args.resolved({}).validate()
+
+
+def test_num_train_epochs_flag_replaces_a_presets_max_steps(no_training):
+    main(["pretrain", "--preset", "mae-cpu", "--num_train_epochs", "2", "--logging_steps", "10"])
+    _, _, args = no_training[-1]
+    assert (args.num_train_epochs, args.max_steps, args.logging_steps) == (2, None, 10)
+    main(["pretrain", "--preset", "mae-cpu"])
+    assert no_training[-1][2].max_steps == ssl_hf.get_method("mae").presets["mae-cpu"]["max_steps"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [
+        (["pretrain", "--num-train-epochs", "2"], "--num_train_epochs"),
+        (["pretrain", "--per_device_train_batch_size", "8"], "--batch_size"),
+        (["pretrain", "--loging_steps", "5"], "--logging_steps"),
+        (["evaluate", "some/export", "--protcol", "knn"], "--protocol"),
+        (["export", "run/final", "--output_dir", "x", "--repoid", "a/b"], "--repo_id"),
+        (["push", "export", "--repo-id", "a/b"], "--repo_id"),
+        (["convert", "x.pth", "--from", "mae", "--output_dir", "o", "--image-size", "32"], "--image_size"),
+    ],
+)
+def test_unknown_flag_suggests_the_closest_one(no_training, capsys, argv, suggestion):
+    err = _error(argv, capsys)
+    assert "unknown option" in err
+    assert f"did you mean {suggestion}" in err

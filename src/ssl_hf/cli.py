@@ -64,7 +64,18 @@ def _parse_value(text: str, annotation) -> Any:
     return value
 
 
+# Hugging Face Trainer flags whose ssl_hf name difflib would not find
+_TRAINER_NAMES = {
+    "per_device_train_batch_size": "batch_size",
+    "dataloader_num_workers": "num_workers",
+    "eval_steps": "eval_every",
+    "bf16": "mixed_precision bf16",
+    "fp16": "mixed_precision fp16",
+}
+
+
 def _fail(parser: argparse.ArgumentParser, unknown: list[str], known: list[str]) -> None:
+    """Exits with one usage error naming every unknown option and the closest known one."""
     messages = []
     for i, token in enumerate(unknown):
         if not token.startswith("--"):
@@ -72,10 +83,21 @@ def _fail(parser: argparse.ArgumentParser, unknown: list[str], known: list[str])
                 messages.append(f"unexpected value '{token}'")
             continue
         name = token[2:].split("=")[0]
-        close = get_close_matches(name, known, n=3, cutoff=0.6)
+        close = get_close_matches(name.replace("-", "_"), known, n=3, cutoff=0.6)
+        if _TRAINER_NAMES.get(name, "").split(" ")[0] in known:
+            close = [_TRAINER_NAMES[name]]
         hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
         messages.append(f"unknown option --{name}{hint}")
     parser.error("; ".join(messages) + ". Run with --help for every option.")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, but an unknown option is named with the closest known one (before other errors)."""
+    known = [o[2:] for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    unknown = [t for t in argv if t.startswith("--") and not any(k.startswith(t[2:].split("=")[0]) for k in known)]
+    if unknown:
+        _fail(parser, unknown, known)
+    return parser.parse_args(argv)
 
 
 def _pretrain(argv: list[str]) -> None:
@@ -159,6 +181,8 @@ def _pretrain(argv: list[str]) -> None:
             except argparse.ArgumentTypeError as err:
                 raise ValueError(f"{key} in {first.config}: {err}") from err
     values = {**file_values, **{k: v for k, v in vars(args).items() if k not in ("method", "config", "preset")}}
+    if "num_train_epochs" in explicit | set(vars(args)) and "max_steps" not in explicit | set(vars(args)):
+        values.pop("max_steps", None)  # a preset's step budget gives way to the epochs asked for
 
     training = {k: values.pop(k) for k in list(values) if k in TRAINING_FIELDS}
     if training.get("init_from"):
@@ -255,7 +279,7 @@ def _export(argv: list[str]) -> None:
         help="TEC: keep the input and encoder adapters (ssl_hf format, `import ssl_hf` to load) for "
         "parameter-efficient fine-tuning.",
     )
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     results = json.loads(Path(args.results).read_text()) if args.results else None
     out = export_pretrained(args.pretrained, args.output_dir, args.format, results, args.repo_id, args.keep_adapters)
     exported = json.loads((out / "config.json").read_text())
@@ -341,7 +365,7 @@ def _evaluate(argv: list[str]) -> None:
     parser.add_argument("--cache_dir", help="Feature cache (default: $SSL_HF_CACHE/features).")
     parser.add_argument("--no_cache", action="store_true", help="Do not read or write cached features.")
     parser.add_argument("--update_card", action="store_true", help="Write the results into the export's README.md.")
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     protocols = PROTOCOLS if args.protocol == "all" else tuple(p.strip() for p in args.protocol.split(","))
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
@@ -437,7 +461,7 @@ def _push(argv: list[str]) -> None:
     parser.add_argument("--commit_message", help="Default: 'Upload <method> encoder (ssl_hf export)'.")
     parser.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT, else https://huggingface.co).")
     parser.add_argument("--token", help="Hub token with write access (default: $HF_TOKEN, else `hf auth login`'s).")
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     url = push_to_hub(
         args.export,
         args.repo_id,
@@ -499,7 +523,7 @@ def _convert(argv: list[str]) -> None:
         type=int,
         help="--full, MAE: decoder attention heads (default: None = 16 for MAE's 512-wide decoders).",
     )
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.full:
         from ssl_hf.convert.full import convert_full_checkpoint
 

@@ -41,7 +41,12 @@ class TrainingArguments:
         "match two views when colours identify an image, as in the built-in sets.",
     )
     # schedule
-    max_steps: int = _arg(1000, "Optimiser steps to run.")
+    max_steps: int | None = _arg(None, "Optimiser steps to run (None: 1000, or what num_train_epochs gives).")
+    num_train_epochs: float | None = _arg(
+        None,
+        "Passes over the dataset, turned into max_steps from its length and the global batch (logged); not for "
+        "streaming datasets. With max_steps too, both must give the same number of steps.",
+    )
     batch_size: int = _arg(64, "Images per device per micro-batch.")
     gradient_accumulation_steps: int = _arg(1, "Micro-batches per optimiser step.")
     learning_rate: float | None = _arg(None, "Absolute peak lr; overrides base_learning_rate scaling.")
@@ -91,6 +96,11 @@ class TrainingArguments:
         "optimiser and schedules restart at step 0. Method and backbone config flags are refused (the config is "
         "DIR's); not with --resume_from_checkpoint of an existing run. Recorded as an absolute path.",
     )
+    logging_steps: int = _arg(
+        1,
+        "Write metrics.jsonl, the trackers and the progress bar every N optimiser steps, losses averaged over those "
+        "steps (also at the last step and whenever the online k-NN is measured).",
+    )
     report_to: str | None = _arg(None, "Accelerate tracker(s), e.g. tensorboard, wandb (comma-separated).")
     # online monitoring
     eval_every: int = _arg(
@@ -114,6 +124,8 @@ class TrainingArguments:
             "lars_trust_coefficient": 1e-3,
             "clip_per_tensor": False,
         }
+        if self.num_train_epochs is None:
+            generic["max_steps"] = 1000  # else the loop takes max_steps from the epochs and the dataset's length
         values = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -125,7 +137,13 @@ class TrainingArguments:
     def validate(self) -> None:
         """Raises `ValueError` naming the bad field and a fix."""
         checks = [
-            (self.max_steps > 0, "max_steps must be > 0"),
+            (self.max_steps is None or self.max_steps > 0, "max_steps must be > 0"),
+            (self.num_train_epochs is None or self.num_train_epochs > 0, "num_train_epochs must be > 0"),
+            (
+                self.num_train_epochs is None or not self.streaming,
+                "num_train_epochs needs the number of images, and a streaming dataset has no length; give max_steps",
+            ),
+            (self.logging_steps > 0, "logging_steps must be > 0"),
             (self.batch_size > 0, "batch_size must be > 0"),
             (self.gradient_accumulation_steps > 0, "gradient_accumulation_steps must be > 0"),
             (self.save_steps > 0, "save_steps must be > 0"),

@@ -6,6 +6,7 @@ continue a run exactly.
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -47,7 +48,7 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     With `args.init_from`, `model_config` may be None (the config saved in that folder is used; a given one must
     equal it) and the model starts from the folder's weights and buffers (`training.init_from`).
 
-    Writes into `args.output_dir`: `args.json`, `metrics.jsonl` (one line per optimiser step),
+    Writes into `args.output_dir`: `args.json`, `metrics.jsonl` (one line every `logging_steps` optimiser steps),
     `checkpoints/step_<N>/` (Accelerate state, written atomically) and `final/` (safetensors + config).
 
     Ctrl-C or SIGTERM finishes the current optimiser step, saves its checkpoint and raises `TrainingInterrupted`
@@ -92,16 +93,18 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     peak_lr = args.learning_rate or scaled_lr(args.base_learning_rate, global_batch) * lr_multiplier
     if args.cpu_keep_freed_memory and accelerator.device.type == "cpu":
         keep_freed_cpu_memory()
+    loader, dataset = _build_loader(spec, model_config, args, accelerator)
+    steps_per_epoch = None if args.streaming else _steps_from_epochs(args, len(dataset), len(loader), accelerator)
     set_seed(args.seed)
     model = spec.model_class(model_config)
     # recorded once built: a model may fill config fields from what it reads (TEC: its base model's width and heads)
     run_record = _run_record(spec, model.config, args, accelerator, peak_lr, global_batch)
+    run_record["derived"]["steps_per_epoch"] = steps_per_epoch
     if resume_dir is not None:  # before loading any state: another model or dataset is refused by name
         run_record["resumes"] = check_resume(resume_dir, run_record)
     model.prepare_for_pretraining(resumed=resume_dir is not None or bool(args.init_from))
     if args.init_from:
         load_init_weights(model, args.init_from)
-    loader, dataset = _build_loader(spec, model_config, args, accelerator)
     optimizer = build_optimizer(args.optimizer, model, peak_lr, args, accelerator.device)
     if args.streaming:
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -167,7 +170,9 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
     window: list[dict[str, torch.Tensor]] = []
     window_stats: dict[str, float] = {}
     last_knn = None
-    window_images, window_failures, window_start = 0, [], time.perf_counter()
+    window_images, window_failures = 0, []
+    interval: list[dict[str, float]] = []  # the losses of each step since the last logged one (`logging_steps`)
+    interval_images, interval_start = 0, time.perf_counter()
     _set_schedules(optimizer, lr_at(state["step"]), weight_decay_at(state["step"]))
     with StopOnSignal(accelerator) as stop:
         while state["step"] < args.max_steps:
@@ -198,45 +203,49 @@ def pretrain(spec: MethodSpec, model_config, args: TrainingArguments) -> Path:
                     continue
                 state["step"] += 1
                 unwrapped.post_optimizer_step(state["step"], args.max_steps)
-                record = _reduce_window(window, accelerator)
+                interval.append(_reduce_window(window, accelerator))
                 counts = torch.tensor([window_images, len(window_failures)], device=accelerator.device)
                 images, failed = (int(c) for c in accelerator.reduce(counts, "sum").tolist())
                 state["images_seen"] += images
+                interval_images += images
                 if failed:  # the same total on every process: all of them take part in the gather
                     _record_skipped(window_failures, accelerator, state)
-                elapsed = time.perf_counter() - window_start
-                record = {
-                    "step": state["step"],
-                    "epoch": state["epoch"],
-                    **record,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "images_seen": state["images_seen"],
-                    "images_per_sec": round(images / elapsed, 2),
-                    "skipped_images": state["skipped_images"],
-                }
                 if args.alarms:
-                    record.update(window_stats)
                     alarms.check(state["step"], window_stats)
-                if knn is not None and (state["step"] % args.eval_every == 0 or state["step"] == args.max_steps):
-                    record = monitor(record)
-                metrics.write(record)
-                if args.report_to:
-                    accelerator.log(record, step=state["step"])
+                last = state["step"] == args.max_steps
+                measure = knn is not None and (state["step"] % args.eval_every == 0 or last)
+                stopping = stop.requested()  # Ctrl-C / SIGTERM: this step is complete; keep it
+                if measure or stopping or last or state["step"] % args.logging_steps == 0:
+                    record = {
+                        "step": state["step"],
+                        "epoch": state["epoch"],
+                        **_mean_losses(interval),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "images_seen": state["images_seen"],
+                        "images_per_sec": round(interval_images / (time.perf_counter() - interval_start), 2),
+                        "skipped_images": state["skipped_images"],
+                        **(window_stats if args.alarms else {}),
+                    }
+                    if measure:
+                        record = monitor(record)
+                    metrics.write(record)
+                    if args.report_to:
+                        accelerator.log(record, step=state["step"])
+                    postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+                    last_knn = record.get("knn_top1", last_knn)
+                    if last_knn is not None:
+                        postfix["knn"] = f"{last_knn:.1f}%"
+                    progress.set_postfix(postfix, refresh=False)
+                    interval, interval_images, interval_start = [], 0, time.perf_counter()
                 progress.update(1)
-                postfix = {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
-                if "knn_top1" in record:
-                    last_knn = record["knn_top1"]
-                if knn is not None and last_knn is not None:
-                    postfix["knn"] = f"{last_knn:.1f}%"
-                progress.set_postfix(postfix)
                 _set_schedules(optimizer, lr_at(state["step"]), weight_decay_at(state["step"]))
-                saved = state["step"] % args.save_steps == 0 or state["step"] == args.max_steps
+                saved = state["step"] % args.save_steps == 0 or last
                 if saved:
                     save_checkpoint(accelerator, out, state, args.save_total_limit)
-                window, window_images, window_failures, window_start = [], 0, [], time.perf_counter()
-                if state["step"] >= args.max_steps:
+                window, window_images, window_failures = [], 0, []
+                if last:
                     break
-                if stop.requested():  # Ctrl-C / SIGTERM: this step is complete; keep it
+                if stopping:
                     if not saved:
                         save_checkpoint(accelerator, out, state, args.save_total_limit)
                     progress.close()
@@ -301,6 +310,42 @@ def _build_loader(spec: MethodSpec, model_config, args: TrainingArguments, accel
         worker_init_fn=ignore_stop_signals,
     )
     return loader, dataset
+
+
+def _steps_from_epochs(args: TrainingArguments, images: int, batches: int, accelerator: Accelerator) -> int:
+    """Optimiser steps per epoch of a map-style dataset; with `num_train_epochs`, sets `args.max_steps` from them.
+
+    Args:
+        args: The run's arguments (`max_steps` None or the number the epochs must give).
+        images: Images in the dataset.
+        batches: Batches per epoch of the whole dataset (`len(loader)`, before it is split across processes).
+        accelerator: The run's Accelerator (number of processes).
+
+    Raises:
+        ValueError: `max_steps` was given too and differs from what the epochs give; the message names both.
+    """
+    per_epoch = max(1, batches // accelerator.num_processes // args.gradient_accumulation_steps)
+    if args.num_train_epochs is None:
+        return per_epoch
+    steps = math.ceil(args.num_train_epochs * per_epoch)
+    how = (
+        f"{images} images at a global batch of "
+        f"{args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes}: {per_epoch} steps per epoch"
+    )
+    if args.max_steps is not None and args.max_steps != steps:
+        raise ValueError(
+            f"--num_train_epochs {args.num_train_epochs:g} gives {steps} optimiser steps ({how}) but --max_steps is "
+            f"{args.max_steps}: give only one of them."
+        )
+    args.max_steps = steps
+    logger.info("--num_train_epochs %g: %d optimiser steps (%s)", args.num_train_epochs, steps, how)
+    return per_epoch
+
+
+def _mean_losses(steps: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each loss term over the steps of a logging interval."""
+    keys = dict.fromkeys(k for step in steps for k in step)
+    return {k: sum(s[k] for s in steps if k in s) / sum(k in s for s in steps) for k in keys}
 
 
 def _collate(batch):

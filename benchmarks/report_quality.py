@@ -18,6 +18,7 @@ from pathlib import Path
 METHODS = ("mae", "asl", "tec", "byol", "msbreg", "dino", "selfpatch")  # report order
 METRIC = {"mae": "linear", "asl": "linear", "tec": "linear"}  # the others: knn
 PROTOCOL_NAMES = {"knn": "k-NN", "linear": "linear probe"}
+D = "\N{EN DASH}"  # an empty cell
 MIN_DELTA = 10.0  # points above the floor
 CLAIMS = (  # (method, base, the paper's claim)
     ("asl", "mae", "ASL > MAE (Tab. 1, 7)"),
@@ -151,6 +152,192 @@ def _claims_table(runs: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def _machines(records: list[dict]) -> list[str]:
+    """The machines the runs ran on, e.g. `AMD EPYC, 1 torch thread`."""
+    return sorted(
+        {
+            f"{r['machine']['cpu']}, {r['machine']['torch_threads']} torch thread"
+            + ("s" if r["machine"]["torch_threads"] != 1 else "")
+            for r in records
+        }
+    )
+
+
+def _judged_on(method: str, records: list[dict] | None) -> str:
+    """The metric a method is judged on, with the pooling its runs used (when there are runs)."""
+    name = PROTOCOL_NAMES[metric(method)]
+    return f"{name} ({records[0]['pool']})" if records else name
+
+
+def compact_rows(runs: dict[str, list[dict]]) -> list[dict]:
+    """One row per method of `METHODS` (methods without results included): the README's compact table as data.
+
+    Keys: method, preset, steps, metric, floor, result, std, delta, seed_std, learns, seeds, minutes (None when
+    the method has no result, or its runs did not record the value).
+    """
+    rows = []
+    for method in METHODS:
+        records = runs.get(method)
+        row = {"method": method, "metric": _judged_on(method, records), "seeds": len(records or [])}
+        if not records:
+            keys = ("preset", "steps", "floor", "result", "std", "delta", "seed_std", "learns", "minutes")
+            rows.append({**row, **dict.fromkeys(keys)})
+            continue
+        a = acceptance(records, metric(method))
+        minutes = [r["wall_seconds"] / 60 for r in records if r.get("wall_seconds")]
+        presets = sorted({r.get("preset") or f"{method}-cpu" for r in records})
+        row.update(
+            preset=", ".join(presets),
+            steps=_steps(records),
+            floor=a["floor"],
+            result=a["mean"],
+            std=a["std"],
+            delta=a["delta"],
+            seed_std=a["seed_std"],
+            learns=a["learns"],
+            minutes=statistics.mean(minutes) if minutes else None,
+        )
+        rows.append(row)
+    return rows
+
+
+def _verdict(row: dict) -> str:
+    if row["result"] is None:
+        return "no results yet"
+    if row["learns"]:
+        return "yes"
+    if row["delta"] < MIN_DELTA:
+        return f"**no** (Δ < {MIN_DELTA:g})"
+    if row["seed_std"] is None:
+        return "**no** (1 seed)"
+    return "**no** (Δ ≤ 2 × seed std)"
+
+
+def compact_table(runs: dict[str, list[dict]]) -> list[str]:
+    """The README's results table: per method its preset, steps, the metric it is judged on against its calibrated
+    floor, Δ, the verdict, seeds and wall time per seed; methods without results get a row that says so."""
+    lines = [
+        "| method | preset | steps | judged on | floor % | result % | Δ (points) | learns | seeds | minutes per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in compact_rows(runs):
+        if row["result"] is None:
+            cells = [row["metric"], D, D, D, _verdict(row), "0", D]
+            lines.append(f"| {row['method']} | `{row['method']}-cpu` | {D} | {' | '.join(cells)} |")
+            continue
+        minutes = D if row["minutes"] is None else f"{row['minutes']:.1f}"
+        cells = [
+            f"`{row['preset']}`",
+            row["steps"],
+            row["metric"],
+            f"{row['floor']:.2f}",
+            _pm(row["result"], row["std"]),
+            f"{row['delta']:+.2f}",
+            _verdict(row),
+            str(row["seeds"]),
+            minutes,
+        ]
+        lines.append(f"| {row['method']} | {' | '.join(cells)} |")
+    return lines
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def shortfalls(runs: dict[str, list[dict]], raw: dict | None = None) -> list[str]:
+    """Plain sentences naming the methods without results, those that do not clear their floor by 10 points (or
+    within the seed noise, or on one seed), and the k-NN methods that raw pixels beat."""
+    rows = compact_rows(runs)
+    groups = {
+        f"Less than {MIN_DELTA:g} points above the floor": [
+            f"{r['method']} ({r['delta']:+.2f})" for r in rows if r["result"] is not None and r["delta"] < MIN_DELTA
+        ],
+        "Not more than twice the seed std above the floor": [
+            f"{r['method']} ({r['delta']:+.2f}, seed std {r['seed_std']:.2f})"
+            for r in rows
+            if r["result"] is not None and r["delta"] >= MIN_DELTA and r["seed_std"] is not None and not r["learns"]
+        ],
+        "One seed only, so no verdict": [
+            r["method"] for r in rows if r["result"] is not None and r["delta"] >= MIN_DELTA and r["seed_std"] is None
+        ],
+        "No results yet": [r["method"] for r in rows if r["result"] is None],
+    }
+    out = [f"{title}: {', '.join(names)}." for title, names in groups.items() if names]
+    if raw is not None:
+        below = [
+            r["method"]
+            for r in rows
+            if r["result"] is not None and "k-NN" in r["metric"] and r["result"] <= raw["knn"]
+        ]
+        if below:
+            out.append(
+                f"Raw pixels of the evaluation view reach k-NN {raw['knn']:.2f} %, above {_and(below)}: at this "
+                "scale a method's learning shows against its floor, not against pixels."
+            )
+    return out
+
+
+def primary_dataset(all_runs: dict[str, dict[str, list[dict]]], default: str = "digit-scenes") -> str | None:
+    """The pre-training dataset of the README's table: `default` when it has results, else the one with most runs."""
+    if default in all_runs:
+        return default
+    return max(all_runs, key=lambda d: sum(len(s) for s in all_runs[d].values()), default=None)
+
+
+def compact_section(results_dir: Path, link_prefix: str, details_link: str) -> str:
+    """The README's results: one table (every method, its metric against its calibrated floor), the shortfalls in
+    plain words, and the online k-NN curves of the same dataset.
+
+    Args:
+        results_dir: `benchmarks/results/quality`.
+        link_prefix: Path of `results_dir` as seen from the README (for the PNG link).
+        details_link: Link to the page with every table (docs/benchmarks.md as seen from the README).
+    """
+    all_runs, raw = load_results(results_dir), raw_pixels(results_dir)
+    dataset = primary_dataset(all_runs)
+    if dataset is None:
+        return (
+            f"No quality results yet: `make bench-quality` writes them to `benchmarks/results/quality/` "
+            f"([{details_link}]({details_link}))."
+        )
+    runs = all_runs[dataset]
+    records = [r for seeds in runs.values() for r in seeds]
+    machines = _machines(records)
+    out = [
+        f"Each method pre-trained on `{dataset}` with its CPU preset (`--preset <method>-cpu`), exported, and judged "
+        f"on `{records[0]['eval_dataset']}` against its **calibrated floor** (the same network at step 0, BatchNorm "
+        "statistics from the data): k-NN for BYOL, MSBReg, DINO and SelfPatch, a linear probe on mean-pooled tokens "
+        f"for MAE, ASL and TEC. A method learns when Δ = result − floor ≥ {MIN_DELTA:g} points and Δ > 2 × the seed "
+        f"std (mean ± sample std over seeds). Minutes per seed: the pre-training run on {'; '.join(machines)} "
+        "(TEC's without the MAE run it learns from).",
+        "",
+        *compact_table(runs),
+        "",
+    ]
+    sentences = shortfalls(runs, raw)
+    if sentences:
+        out += [" ".join(sentences), ""]
+    others = [d for d in all_runs if d != dataset]
+    if others:
+        out += [
+            "Also pre-trained on "
+            + ", ".join(f"`{d}` ({', '.join(all_runs[d])})" for d in others)
+            + f": every table, the paper claims re-measured and the speed benchmark are in [{details_link}]"
+            f"({details_link}).",
+            "",
+        ]
+    else:
+        out += [
+            f"Every table, the paper claims re-measured and the speed benchmark: [{details_link}]({details_link}).",
+            "",
+        ]
+    out.append(
+        f"![online k-NN of every method during pre-training on {dataset}]({link_prefix}/{curves_png(Path(), dataset)})"
+    )
+    return "\n".join(out)
+
+
 def raw_pixels(results_dir: Path) -> dict | None:
     """`{"knn": top-1 %, "linear": top-1 %, ...}` of `raw_pixels.json`, or None."""
     path = results_dir / "raw_pixels.json"
@@ -175,13 +362,7 @@ def quality_section(results_dir: Path, link_prefix: str) -> str:
             "`benchmarks/results/quality/`; earlier formats are in `benchmarks/results/archive/`)."
         )
     records = [r for runs in all_runs.values() for seeds in runs.values() for r in seeds]
-    machines = sorted(
-        {
-            f"{r['machine']['cpu']}, {r['machine']['torch_threads']} torch thread"
-            + ("s" if r["machine"]["torch_threads"] != 1 else "")
-            for r in records
-        }
-    )
+    machines = _machines(records)
     any_run = records[0]
     raw_text = (
         f" Raw pixels of the evaluation view: k-NN {raw['knn']:.2f} %, linear probe {raw['linear']:.2f} %."

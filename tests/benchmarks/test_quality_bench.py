@@ -212,3 +212,41 @@ def test_committed_readmes_match_the_results():
     report = load("report")
     for path, text in report.rendered().items():
         assert path.read_text() == text, f"{path} is stale: run python benchmarks/report.py"
+
+
+def test_compact_table_has_every_method_and_its_verdict(synthetic):
+    runs = report_quality.load_results(synthetic)[DATASET]
+    lines = report_quality.compact_table(runs)
+    assert [line.split(" | ")[0].lstrip("| ") for line in lines[2:]] == list(report_quality.METHODS)
+    assert "| byol | `byol-cpu` | 100 | k-NN (cls) | 20.00 | 32.00 ± 1.00 | +12.00 | yes | 3 | 10.0 |" in lines
+    assert (
+        "| msbreg | `msbreg-cpu` | 100 | k-NN (cls) | 20.00 | 28.00 ± 0.50 | +8.00 | **no** (Δ < 10) | 3 |" in lines[6]
+    )
+    assert (
+        "| dino | `dino-cpu` | 100 | k-NN (cls) | 20.00 | 32.00 ± 7.00 | +12.00 | **no** (Δ ≤ 2 \N{MULTIPLICATION SIGN} seed std) |"
+        in lines[7]
+    )
+    assert "| tec | `tec-cpu` | 100 | linear probe (cls) | 30.00 | 60.00 | +30.00 | **no** (1 seed) | 1 |" in lines[4]
+    assert lines[-1] == f"| selfpatch | `selfpatch-cpu` | {D} | k-NN | {D} | {D} | {D} | no results yet | 0 | {D} |"
+
+
+def test_compact_section_names_the_shortfalls_in_words(synthetic):
+    text = report_quality.compact_section(synthetic, "benchmarks/results/quality", "docs/benchmarks.md")
+    assert "Less than 10 points above the floor: msbreg (+8.00)." in text
+    assert "Not more than twice the seed std above the floor: dino (+12.00, seed std 7.00)." in text
+    assert "One seed only, so no verdict: tec." in text
+    assert "No results yet: selfpatch." in text
+    assert "Raw pixels of the evaluation view reach k-NN 30.00 %, above msbreg:" in text
+    assert text.count("![") == 1  # one plot
+    assert text.endswith("(benchmarks/results/quality/knn_curves_digit-scenes.png)")
+    assert "[docs/benchmarks.md](docs/benchmarks.md)" in text
+
+
+def test_compact_section_without_results_says_so(tmp_path):
+    assert "No quality results yet" in report_quality.compact_section(tmp_path, "x", "docs/benchmarks.md")
+
+
+def test_primary_dataset_is_digit_scenes_else_the_one_with_most_runs():
+    assert report_quality.primary_dataset({"digits": {"a": [1, 2]}, "digit-scenes": {"b": [1]}}) == "digit-scenes"
+    assert report_quality.primary_dataset({"digits": {"a": [1]}, "cifar": {"a": [1], "b": [2]}}) == "cifar"
+    assert report_quality.primary_dataset({}) is None

@@ -1,4 +1,4 @@
-"""The quality tables of the README's benchmark section and the online k-NN curves, from benchmarks/results/quality.
+"""Quality tables (the README's compact one, docs/benchmarks.md's) and k-NN curves from benchmarks/results/quality.
 
 Reads whatever `benchmarks/quality.py` has written (any subset of methods, datasets and seeds):
 `quality/<dataset>/<method>_seed<S>.json` (one pre-training run, its export and its calibrated floor) and
@@ -349,11 +349,11 @@ def curves_png(results_dir: Path, dataset: str) -> Path:
 
 
 def quality_section(results_dir: Path, link_prefix: str) -> str:
-    """The README's quality section: per dataset the acceptance table, every probe, the claims and the curves.
+    """docs/benchmarks.md's quality section: per dataset the acceptance table, every probe, the claims and the curves.
 
     Args:
         results_dir: `benchmarks/results/quality`.
-        link_prefix: Path of `results_dir` as seen from the README the section goes into (for the PNG links).
+        link_prefix: Path of `results_dir` as seen from the page the section goes into (for the PNG links).
     """
     all_runs, raw = load_results(results_dir), raw_pixels(results_dir)
     if not all_runs:

@@ -1,4 +1,4 @@
-"""The speed table of the README's benchmark section, from benchmarks/results/speed.json (written by speed.py)."""
+"""The speed table of docs/benchmarks.md, from benchmarks/results/speed.json (written by speed.py)."""
 
 import json
 from pathlib import Path

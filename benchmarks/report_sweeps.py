@@ -1,4 +1,4 @@
-"""Tables of the recipe sweeps (`benchmarks/sweep.py`, `results/sweeps/<sweep>/<variant>.json`) for benchmarks/README."""
+"""Tables of the recipe sweeps (`benchmarks/sweep.py`, `results/sweeps/<sweep>/<variant>.json`) for the docs."""
 
 import json
 from pathlib import Path

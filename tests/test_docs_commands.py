@@ -1,0 +1,66 @@
+"""Every `ssl-hf` command shown in README.md and docs/ parses: the flags the docs name exist (nothing is trained)."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ssl_hf import cli
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+class Parsed(BaseException):
+    """Raised once argparse has accepted a command line (a BaseException, so the CLI's error handling lets it by)."""
+
+
+def _commands() -> list[tuple[str, list[str]]]:
+    """(page: line, argv) of every `ssl-hf ...` or `... examples/pretrain.py ...` line in the pages' shell blocks."""
+    found = []
+    for page in PAGES:
+        blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.DOTALL)
+        for block in blocks:
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                if "..." in line or "[" in line:  # a pattern, not a command
+                    continue
+                line = re.sub(r"<[^>]+>", "placeholder", line)  # `--dataset <hub id or folder>`
+                words = shlex.split(line)
+                if words[:1] == ["ssl-hf"] and len(words) > 1 and words[1] != "--help":
+                    found.append((f"{page.name}: {line}", words[1:]))
+                elif "examples/pretrain.py" in words:
+                    found.append(
+                        (f"{page.name}: {line}", ["pretrain", *words[words.index("examples/pretrain.py") + 1 :]])
+                    )
+    return found
+
+
+COMMANDS = _commands()
+
+
+def test_the_docs_show_commands():
+    assert {argv[0] for _, argv in COMMANDS} >= {"pretrain", "export", "evaluate", "push", "convert"}
+
+
+@pytest.mark.parametrize("argv", [argv for _, argv in COMMANDS], ids=[name for name, _ in COMMANDS])
+def test_documented_command_parses(argv, no_training, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # pretrain's stub writes nothing, but relative paths stay in the tmp dir
+    if argv[0] == "pretrain":
+        for i, word in enumerate(argv):  # example configs are given relative to the repository
+            if word.endswith(".yaml"):
+                argv[i] = str(ROOT / word)
+        cli.main(argv)
+        assert no_training, "the documented pretrain command did not reach the training loop"
+        return
+    original = cli.argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        original(self, args, namespace)
+        raise Parsed
+
+    monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args", parse_then_stop)
+    with pytest.raises(Parsed):
+        cli.main(argv)

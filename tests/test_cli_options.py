@@ -117,3 +117,38 @@ def test_unknown_flag_suggests_the_closest_one(no_training, capsys, argv, sugges
     err = _error(argv, capsys)
     assert "unknown option" in err
     assert f"did you mean {suggestion}" in err
+
+
+# ------------------------------------------------------------------------------------------- trackers
+
+
+def _without(modules, monkeypatch):
+    """Simulates an environment where none of `modules` is installed."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in modules else real(name, *a))
+
+
+def test_report_to_a_missing_tracker_fails_before_training_with_the_install_command(tmp_path, capsys, monkeypatch):
+    _without({"tensorboard", "tensorboardX"}, monkeypatch)
+    run = tmp_path / "run"
+    err = _error(["pretrain", "--report_to", "tensorboard", "--max_steps", "1", "--output_dir", str(run)], capsys)
+    assert "--report_to tensorboard needs the tensorboard package" in err
+    assert "pip install 'ssl_hf[tensorboard]'" in err
+    assert not run.exists()  # nothing trained, nothing written
+
+
+def test_report_to_names_unknown_trackers_and_passes_installed_ones(tmp_path, monkeypatch):
+    import importlib.util
+
+    from conftest import tiny_training_args
+
+    with pytest.raises(ValueError, match="unknown tracker 'tensorbord'"):
+        tiny_training_args(tmp_path, report_to="tensorbord").resolved({}).validate()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: real("json" if name == "wandb" else name, *a))
+    tiny_training_args(tmp_path, report_to="wandb").resolved({}).validate()  # installed: no error
+    _without({"wandb"}, monkeypatch)
+    with pytest.raises(ValueError, match=r"pip install 'ssl_hf\[wandb\]'"):
+        tiny_training_args(tmp_path, report_to="wandb").resolved({}).validate()

@@ -1,6 +1,7 @@
 """Training arguments: data, optimiser, schedule, precision and I/O. No model hyper-parameters (those are configs)."""
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -168,6 +169,7 @@ class TrainingArguments:
                 raise ValueError(f"Invalid training arguments: {message}.")
         for name in ("blur_prob", "solarize_prob"):
             per_view_probabilities(getattr(self, name), name)
+        check_trackers(self.report_to)
 
     def build_views(self, spec, model_config):
         """The training views of a run: the method's view preset (`spec.views`) with this run's view switches."""
@@ -186,6 +188,41 @@ class TrainingArguments:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable)."""
         return dataclasses.asdict(self)
+
+
+# `report_to` trackers (Accelerate's): the modules that provide one, and how to install them
+TRACKERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install 'ssl_hf[tensorboard]'"),
+    "wandb": (("wandb",), "pip install 'ssl_hf[wandb]'"),
+    "mlflow": (("mlflow",), "pip install mlflow"),
+    "comet_ml": (("comet_ml",), "pip install comet_ml"),
+    "aim": (("aim",), "pip install 'aim<4'"),
+    "clearml": (("clearml",), "pip install clearml"),
+    "dvclive": (("dvclive",), "pip install dvclive"),
+    "swanlab": (("swanlab",), "pip install swanlab"),
+    "trackio": (("trackio",), "pip install trackio"),
+}
+
+
+def check_trackers(report_to: str | None) -> None:
+    """Raises `ValueError`, before any training, for an unknown tracker or one whose package is not installed.
+
+    Accelerate would only warn and log nothing. `all` (every installed tracker) is accepted as is.
+    """
+    for name in (t.strip() for t in (report_to or "").split(",") if t.strip()):
+        if name == "all":
+            continue
+        if name not in TRACKERS:
+            raise ValueError(
+                f"Invalid training arguments: unknown tracker '{name}' in report_to; choose from all, "
+                f"{', '.join(TRACKERS)}."
+            )
+        modules, install = TRACKERS[name]
+        if not any(importlib.util.find_spec(m) for m in modules):
+            raise ValueError(
+                f"--report_to {name} needs the {modules[0]} package, which is not installed (nothing would be logged). "
+                f"Install it with: {install}"
+            )
 
 
 def per_view_probabilities(value: str | float | list | tuple | None, name: str = "value") -> tuple[float, ...] | None:

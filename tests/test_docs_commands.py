@@ -64,3 +64,42 @@ def test_documented_command_parses(argv, no_training, monkeypatch, tmp_path):
     monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args", parse_then_stop)
     with pytest.raises(Parsed):
         cli.main(argv)
+
+
+# flags of other tools the pages show: accelerate, torchrun, ruff, benchmarks/*.py
+OTHER_TOOLS = {"check", "cpu", "fix", "machine_rank", "main_process_ip", "multi_gpu", "nproc_per_node"}
+OTHER_TOOLS |= {"num_machines", "num_processes", "use_deepspeed", "use_fsdp", "extra", "group", "models"}
+
+
+def _cli_flags() -> set[str]:
+    """Every flag of every `ssl-hf` command, for every method and backbone family."""
+    import ssl_hf
+    from ssl_hf.training.arguments import TRAINING_FIELDS
+
+    flags = {*TRAINING_FIELDS, "method", "config", "preset", "backbone", "help"}
+    for spec in ssl_hf.METHODS.values():
+        for backbone in ("vit-base", "resnet-18"):
+            method_fields, backbone_fields = cli._method_fields(spec, backbone)
+            flags |= set(method_fields) | set(backbone_fields)
+    return flags
+
+
+def test_every_flag_the_docs_name_exists(monkeypatch):
+    flags = _cli_flags()
+
+    def collect(self, args=None, namespace=None):
+        flags.update(option.lstrip("-") for option in self._option_string_actions)
+        raise Parsed
+
+    monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args", collect)
+    convert = ["convert", "x", "--from", "mae", "--output_dir", "y"]
+    for argv in (["export", "x", "--output_dir", "y"], ["evaluate", "x"], ["push", "x", "--repo_id", "a/b"], convert):
+        with pytest.raises(Parsed):
+            cli.main(argv)
+    unknown = {
+        f"{page.name}: --{flag}"
+        for page in PAGES
+        for flag in re.findall(r"(?<![\w#-])--([a-z][a-z0-9_-]*)", page.read_text())
+        if flag not in flags | OTHER_TOOLS
+    }
+    assert not unknown, f"flags named in the docs that no ssl-hf command has: {sorted(unknown)}"

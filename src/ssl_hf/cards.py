@@ -7,10 +7,21 @@ from pathlib import Path
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PreTrainedModel, ResNetConfig
 
 from .data.builtin import is_builtin
+from .published import (
+    DEFAULT_LICENSE,
+    hub_id,
+    linked_plots,
+    merged_results,
+    published_name,
+    published_rows,
+    remove_plots,
+    result_rows,
+    store_results,
+    stored_results,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -27,6 +38,7 @@ def render_card(
     image_size: int | None = None,
     base_model: str | None = None,
     conversion: dict | None = None,
+    license: str | None = None,
 ) -> ModelCard:
     """Renders `model_cards/template.md` with `huggingface_hub.ModelCard`.
 
@@ -45,6 +57,8 @@ def render_card(
             `model_config` when None.
         conversion: The `conversion.json` of an `ssl-hf convert` export: its `card` entries (source note, paper,
             bibtex, license, training note, intended use, limitations, ...) replace the method's yaml text.
+        license: Licence id of the card's metadata (`published.license_id`); default: the method's yaml or the
+            conversion's, else apache-2.0.
 
     Returns:
         The rendered card (`card.save(path)` writes `README.md`).
@@ -61,7 +75,7 @@ def render_card(
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-feature-extraction",
-        license=info.get("license", "apache-2.0"),
+        license=license or info.get("license", DEFAULT_LICENSE),
         tags=["self-supervised", "ssl_hf", method, *info.get("tags", [])],
         datasets=[hub_id(dataset)] if hub_id(dataset) else None,
         base_model=hub_id(base_model),
@@ -153,11 +167,13 @@ def processor_size(export_dir: str | os.PathLike) -> int | None:
 
 
 def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
-    """Re-renders an export's `README.md` with evaluation results (keeps weights and configs untouched).
+    """Re-renders an export's `README.md` with evaluation results merged into its earlier ones (weights untouched).
 
-    The method, the repo id (`model_name`) and the base model come from `training_args.json` when the export has
-    one, else from the card the export wrote. The card of an `ssl-hf convert` export keeps its source
-    (`conversion.json`).
+    The results are merged into the export's `eval_results.json` (`published.merged_results`): a new row replaces
+    the row of the same protocol, backbone and dataset, the others stay, and plots only the replaced rows linked are
+    deleted. The method, the repo id (`model_name`), the licence and the base model come from `training_args.json`
+    when the export has one, else from the card the export wrote. The card of an `ssl-hf convert` export keeps its
+    source (`conversion.json`).
 
     Args:
         export_dir: An `ssl-hf export` folder.
@@ -172,11 +188,12 @@ def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
     model = AutoModel.from_pretrained(export_dir)
     training_path = export_dir / "training_args.json"
     training = json.loads(training_path.read_text()) if training_path.is_file() else None
-    method, repo_id, base_model = (training or {}).get("method"), export_dir.name, None
+    method, repo_id, base_model, license = (training or {}).get("method"), export_dir.name, None, None
     readme = export_dir / "README.md"
-    if readme.is_file():  # keep what the export wrote: the method tag, the --repo_id (model_name), the base model
+    if readme.is_file():  # keep what the export wrote: method tag, --repo_id (model_name), --license, base model
         previous = ModelCard.load(readme).data
         repo_id = getattr(previous, "model_name", None) or repo_id
+        license = getattr(previous, "license", None)
         own_tags = [t for t in (previous.tags or []) if t not in ("self-supervised", "ssl_hf")]
         method = method or (own_tags[0] if own_tags else None)
         if not ((training or {}).get("model_config") or {}).get("base_model"):
@@ -184,48 +201,28 @@ def update_card(export_dir: str | os.PathLike, results: dict) -> Path:
     conversion_path = export_dir / "conversion.json"  # an `ssl-hf convert` export keeps its source in the card
     conversion = json.loads(conversion_path.read_text()) if conversion_path.is_file() else None
     method = method or (conversion or {}).get("method")
+    previous_rows = stored_results(export_dir)
+    rows = merged_results(previous_rows, published_rows(results, export_dir))
     card = render_card(
         model,
         method or "unknown",
         training,
-        results,
+        {"results": rows},
         repo_id,
         processor_size(export_dir),
         base_model=base_model,
         conversion=conversion,
+        license=license,
     )
     card.save(readme)
+    store_results(export_dir, rows)
+    remove_plots(export_dir, linked_plots(previous_rows) - linked_plots(rows))
     return readme
 
 
-_FILE_SUFFIXES = (".parquet", ".arrow", ".csv", ".json", ".jsonl")
 _RANDOM_INIT = ("random_init", "random-init", "random")
 _IMAGE_PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
 _NOT_APPLICABLE = "n/a"  # top-5 of a set of 5 classes or fewer (None in the results: `evaluation.knn.topk_accuracy`)
-
-
-def hub_id(name: str | None) -> str | None:
-    """Returns `name` when it reads as a Hub repo id (`namespace/name`), else None.
-
-    None for ssl_hf's built-in datasets (`digits`, `digit-scenes`), existing local paths, absolute or relative paths
-    (`/x`, `./x`, `a/b/c`), data files (`x/y.parquet`) and names without a namespace. A relative two-part path that
-    does not exist on this machine cannot be told apart from a Hub id and is taken as one.
-
-    Args:
-        name: A dataset or model name, path or Hub id (anything else gives None).
-
-    Returns:
-        `name` or None.
-    """
-    if not isinstance(name, str) or name.count("/") != 1 or is_builtin(name):
-        return None
-    if name.startswith((".", "~")) or name.lower().endswith(_FILE_SUFFIXES):
-        return None
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return None
-    return None if Path(name).exists() else name
 
 
 def card_eval_results(results: dict | None) -> list[EvalResult]:
@@ -245,19 +242,12 @@ def card_eval_results(results: dict | None) -> list[EvalResult]:
         The results, in the order of the rows.
     """
     kept: dict[tuple, EvalResult] = {}
-    for row in _result_rows(results):
+    for row in result_rows(results):
         if _is_random_init(row) or not row.get("dataset"):
             continue
         for result in _row_eval_results(row):
             kept[(result.unique_identifier, result.metric_type, result.metric_name)] = result
     return list(kept.values())
-
-
-def _result_rows(results: dict | None) -> list[dict]:
-    if not results:
-        return []
-    rows = results.get("results", [results])
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
 def _is_random_init(row: dict) -> bool:
@@ -356,7 +346,8 @@ def _base_model_note(base_model: str | None, revision: str | None = None) -> str
         return (
             f"[{base_model}](https://huggingface.co/{base_model}){at} (frozen; its outputs were the training targets)."
         )
-    return f"a local checkpoint, `{base_model}`{at}, not on the Hub (frozen; its outputs were the training targets)."
+    name = published_name(base_model)
+    return f"a local checkpoint, `{name}`{at}, not on the Hub (frozen; its outputs were the training targets)."
 
 
 def _dataset_note(dataset: str | None, config: str | None = None, split: str | None = None) -> str:
@@ -369,7 +360,7 @@ def _dataset_note(dataset: str | None, config: str | None = None, split: str | N
         return f"{dataset}{where}: ssl_hf's built-in synthetic set, not a Hub dataset"
     if hub_id(dataset):
         return f"[{dataset}](https://huggingface.co/datasets/{dataset}){where}"
-    return f"`{dataset}`{where}: local data"
+    return f"`{published_name(dataset)}`{where}: local data"
 
 
 def _training_section(training: dict | None) -> str:
@@ -435,7 +426,7 @@ def _backbone_cell(row: dict) -> str:
 
 def _evaluation_section(results: dict | None) -> str:
     """Markdown tables of the results: image-level (top-1 / top-5) and dense (mIoU / pixel accuracy) rows."""
-    rows = _result_rows(results)
+    rows = result_rows(results)
     if not rows:
         return "Not evaluated yet: run `ssl-hf evaluate EXPORT --update_card` (or export again with `--results`)."
     image, dense, geometry, plots, floor = [], [], [], [], False
@@ -444,7 +435,7 @@ def _evaluation_section(results: dict | None) -> str:
         if protocol == "diagnostics":  # feature geometry, and the plots when they were written next to the card
             similarity = _number(e.get("token_cosine_similarity"))
             geometry.append(
-                f"| {_backbone_cell(e)} | {e.get('dataset')} | {_number(e.get('alignment')):.3f} | "
+                f"| {_backbone_cell(e)} | {published_name(e.get('dataset'))} | {_number(e.get('alignment')):.3f} | "
                 f"{_number(e.get('uniformity')):.3f} | {_number(e.get('effective_rank')):.1f} | "
                 f"{'n/a' if similarity is None else f'{similarity:.3f}'} |"
             )
@@ -469,7 +460,7 @@ def _evaluation_section(results: dict | None) -> str:
             logger.warning("Model card: skipping a %s result without its main metric.", protocol)
             continue
         name = f"{protocol} ({settings})" if settings else protocol
-        line = f"| {_backbone_cell(e)} | {name} | {e.get('dataset')} | {values[1]} | {values[2]} |"
+        line = f"| {_backbone_cell(e)} | {name} | {published_name(e.get('dataset'))} | {values[1]} | {values[2]} |"
         (dense if protocol == "dense" else image).append(line)
         floor = floor or _is_random_init(e)
     parts = []

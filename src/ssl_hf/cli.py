@@ -274,6 +274,11 @@ def _export(argv: list[str]) -> None:
     parser.add_argument("--results", help="Evaluation JSON (from ssl-hf evaluate) to put in the model card.")
     parser.add_argument("--repo_id", help="Hub id used in the card's snippets.")
     parser.add_argument(
+        "--license",
+        help="Licence id written into the card's metadata, as the Hub lists them: mit, cc-by-nc-4.0, other, ... "
+        "(default: apache-2.0).",
+    )
+    parser.add_argument(
         "--keep_adapters",
         action="store_true",
         help="TEC: keep the input and encoder adapters (ssl_hf format, `import ssl_hf` to load) for "
@@ -281,7 +286,9 @@ def _export(argv: list[str]) -> None:
     )
     args = _parse(parser, argv)
     results = json.loads(Path(args.results).read_text()) if args.results else None
-    out = export_pretrained(args.pretrained, args.output_dir, args.format, results, args.repo_id, args.keep_adapters)
+    out = export_pretrained(
+        args.pretrained, args.output_dir, args.format, results, args.repo_id, args.keep_adapters, args.license
+    )
     exported = json.loads((out / "config.json").read_text())
     print(f"Exported {exported['architectures'][0]} ({exported['model_type']} format) to {out}")
 

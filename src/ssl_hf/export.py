@@ -10,8 +10,21 @@ import torch
 from transformers import Dinov2Config, Dinov2Model, PreTrainedModel, ResNetModel, SiglipVisionModel, ViTModel
 from transformers import ViTImageProcessorPil as ViTImageProcessor
 
-from .cards import CARDS_DIR, card_eval_results, hub_id, processor_size, render_card, update_card
+from .cards import CARDS_DIR, card_eval_results, processor_size, render_card, update_card
 from .data.pixels import IMAGENET_MEAN, IMAGENET_STD
+from .published import (
+    LOCAL_RECORD,
+    PLOTS,
+    hub_id,
+    license_id,
+    linked_plots,
+    merged_results,
+    published_record,
+    published_rows,
+    remove_plots,
+    store_results,
+    stored_results,
+)
 
 
 __all__ = [  # the card functions moved to `ssl_hf.cards`; importable here as before
@@ -40,6 +53,7 @@ def export_pretrained(
     results: dict | None = None,
     repo_id: str | None = None,
     keep_adapters: bool = False,
+    license: str | None = None,
 ) -> Path:
     """Writes the method's encoder as a plain transformers checkpoint that `AutoModel.from_pretrained` loads.
 
@@ -52,10 +66,19 @@ def export_pretrained(
         repo_id: Hub id shown in the card's snippets (defaults to the folder name).
         keep_adapters: Keep the pre-training adapters (TEC) for parameter-efficient fine-tuning: saves the method's
             own encoder model (e.g. `TECModel`), which loads with `AutoModel` after `import ssl_hf`.
+        license: Licence id for the card's metadata (e.g. `mit`, `cc-by-nc-4.0`; `published.license_id`); default
+            apache-2.0 (a converted checkpoint's own licence).
 
     Returns:
-        The output folder, holding `config.json`, `model.safetensors`, `preprocessor_config.json` and `README.md`.
+        The output folder, holding `config.json`, `model.safetensors`, `preprocessor_config.json` and `README.md`;
+        `training_args.json` (the run record without local paths, `published.published_record`) for a run's folder;
+        `eval_results.json` with the card's results. Exporting again into the same folder keeps the results (and
+        the plots they link) of the card it overwrites, merged with `results`; other plots are removed.
+
+    Raises:
+        ValueError: `license` is not a licence id.
     """
+    license = license_id(license)
     training = None
     if not isinstance(pretrained, PreTrainedModel):
         import ssl_hf  # noqa: F401  registers the Auto classes
@@ -69,12 +92,29 @@ def export_pretrained(
     exported.save_pretrained(out)
     size = input_size(pretrained.config)
     write_processor(out, size)
+    (out / LOCAL_RECORD).unlink(missing_ok=True)
     if training is not None:
-        (out / "training_args.json").write_text(json.dumps(training, indent=2) + "\n")
+        published = published_record(training)
+        (out / "training_args.json").write_text(json.dumps(published, indent=2) + "\n")
+        if published != json.loads(json.dumps(training, default=str)):  # the floor is rebuilt from the local paths
+            (out / LOCAL_RECORD).write_text(json.dumps(training, indent=2, default=str) + "\n")
     method = getattr(pretrained.config, "model_type", "ssl_mae").removeprefix("ssl_")
     base_model = getattr(pretrained.config, "base_model", None)  # TEC: the model its targets came from
-    card = render_card(exported, method, training, results, repo_id or out.name, size, base_model=base_model)
+    rows = merged_results(stored_results(out), published_rows(results, out))  # the overwritten card's results stay
+    card = render_card(
+        exported,
+        method,
+        published_record(training) if training is not None else None,
+        {"results": rows},
+        repo_id or out.name,
+        size,
+        base_model=base_model,
+        license=license,
+    )
     card.save(out / "README.md")
+    store_results(out, rows)
+    if (out / PLOTS).is_dir():  # plots of the results dropped from the card
+        remove_plots(out, {p.name for p in (out / PLOTS).iterdir()} - linked_plots(rows))
     return out
 
 

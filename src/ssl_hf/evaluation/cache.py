@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..data.datasets import ImageSource
 from ..data.views import EvalView
+from ..published import LOCAL_RECORD
 
 
 CACHE_VERSION = 1  # bump when the meaning of cached tensors changes
@@ -31,7 +32,7 @@ def model_fingerprint(
     the run record the twin is rebuilt from (`training_args.json`) and `floor`, how the twin was built and calibrated.
     """
     path = Path(model_path)
-    names = ("config.json", "training_args.json") if random_init else ("config.json",)
+    names = ("config.json", "training_args.json", LOCAL_RECORD) if random_init else ("config.json",)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.name in names or p.name.startswith("model."))
         identity = {

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from transformers import PreTrainedModel
 
 from ..data.datasets import ImageSource, load_image_source
 from ..data.views import EvalView
+from ..published import published_name
 from .cache import FeatureCache, default_cache_dir, model_fingerprint, source_key, view_key
 from .dense import backbone_patch_size, check_dense_backbone, check_segmentation, dense_probe, segmentation_maps
 from .features import applied_pool, extract_features, extract_patch_features, load_backbone, load_random_init
@@ -162,7 +164,8 @@ def evaluate_backbone(
         finetune_max_train_images: `finetune`: train on this many training images drawn at random (None: all).
         layer_decay: `finetune`: layer-wise learning-rate decay.
         diagnostics_images: `diagnostics`: test images used.
-        plots_dir: `diagnostics`: write the spectrum and projection PNGs here (None: no plots).
+        plots_dir: `diagnostics`: write the spectrum and projection PNGs here (None: no plots), named
+            `<backbone>_<dataset>_spectrum.png` and `..._pca.png`.
         cache: Keep extracted features on disk (safetensors, keyed by the weights' files, the dataset's fingerprint,
             the split, the view and the pooling) and reuse them in later calls.
         cache_dir: Cache folder (default `$SSL_HF_CACHE/features`, i.e. `~/.cache/ssl_hf/features`).
@@ -366,7 +369,9 @@ def _diagnostics(run: _Run, test: ImageSource | None, num_images: int, plots_dir
     source = (
         test if test is not None else load_image_source(run.dataset, run.test_split, image_column=run.image_column)
     )
-    prefix = "random_init" if run.random_init else "pretrained"
+    # one pair of plots per backbone and dataset, as the card keeps one diagnostics row per backbone and dataset
+    dataset = re.sub(r"[^A-Za-z0-9._-]+", "-", published_name(run.dataset)).strip("-.")
+    prefix = f"{'random_init' if run.random_init else 'pretrained'}_{dataset}"
     geometry = feature_diagnostics(
         run.model, run.view, source, num_images, run.label_column, run.pool, run.seed, plots_dir, prefix
     )

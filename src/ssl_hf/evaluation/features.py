@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from ..data.datasets import ImageSource
 from ..data.pixels import IMAGENET_MEAN, IMAGENET_STD
 from ..data.views import EvalView
+from ..published import LOCAL_RECORD
 from ..registry import METHODS
 
 
@@ -61,8 +62,11 @@ def load_random_init(path: str | os.PathLike, seed: int = 0) -> tuple[PreTrained
         `floor_seed`, and `floor_method` (the method's name, for `method`).
     """
     config = _export_config(path)
-    record_path = Path(path) / "training_args.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    # the local copy keeps the paths the published record shortens (--init_from, TEC's base model)
+    record_path = next(
+        (p for p in (Path(path) / LOCAL_RECORD, Path(path) / "training_args.json") if p.is_file()), None
+    )
+    record = json.loads(record_path.read_text()) if record_path is not None else {}
     run_seed = (record.get("training") or {}).get("seed")
     if record.get("method") in METHODS and isinstance(record.get("model_config"), dict) and isinstance(run_seed, int):
         init_from = (record.get("training") or {}).get("init_from")

@@ -67,7 +67,7 @@ def export_pretrained(
         keep_adapters: Keep the pre-training adapters (TEC) for parameter-efficient fine-tuning: saves the method's
             own encoder model (e.g. `TECModel`), which loads with `AutoModel` after `import ssl_hf`.
         license: Licence id for the card's metadata (e.g. `mit`, `cc-by-nc-4.0`; `published.license_id`); default
-            apache-2.0 (a converted checkpoint's own licence).
+            apache-2.0.
 
     Returns:
         The output folder, holding `config.json`, `model.safetensors`, `preprocessor_config.json` and `README.md`;
@@ -93,8 +93,8 @@ def export_pretrained(
     size = input_size(pretrained.config)
     write_processor(out, size)
     (out / LOCAL_RECORD).unlink(missing_ok=True)
+    published = published_record(training) if training is not None else None
     if training is not None:
-        published = published_record(training)
         (out / "training_args.json").write_text(json.dumps(published, indent=2) + "\n")
         if published != json.loads(json.dumps(training, default=str)):  # the floor is rebuilt from the local paths
             (out / LOCAL_RECORD).write_text(json.dumps(training, indent=2, default=str) + "\n")
@@ -104,7 +104,7 @@ def export_pretrained(
     card = render_card(
         exported,
         method,
-        published_record(training) if training is not None else None,
+        published,
         {"results": rows},
         repo_id or out.name,
         size,

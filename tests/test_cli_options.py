@@ -1,6 +1,11 @@
 """`ssl-hf pretrain` options as a Hugging Face user types them: presets without --method, --method in capitals,
 epochs, logging steps, trackers, the data-sized default backbone, and the top-level --help / --version."""
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import ssl_hf
@@ -152,3 +157,65 @@ def test_report_to_names_unknown_trackers_and_passes_installed_ones(tmp_path, mo
     _without({"wandb"}, monkeypatch)
     with pytest.raises(ValueError, match=r"pip install 'ssl_hf\[wandb\]'"):
         tiny_training_args(tmp_path, report_to="wandb").resolved({}).validate()
+
+
+# ------------------------------------------------------------------------------------------- help and version
+
+
+def _console(*args: str) -> subprocess.CompletedProcess:
+    """Runs the installed `ssl-hf` console script under `python -X importtime` (the modules it imports on stderr)."""
+    script = Path(sys.executable).parent / "ssl-hf"
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", str(script), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_top_level_help_lists_the_commands_and_version_prints_it_without_torch():
+    done = _console("--help")
+    assert done.returncode == 0
+    for command in ("pretrain", "export", "evaluate", "push", "convert"):
+        line = next(line for line in done.stdout.splitlines() if line.strip().startswith(command + " "))
+        assert len(line.split()) > 4, line  # a one-line description
+    assert "--version" in done.stdout
+    version = _console("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"ssl-hf {ssl_hf.__version__}"
+    for run in (done, version):
+        imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time")}
+        assert not {"torch", "transformers", "datasets"} & imported
+
+
+def _help_entries(argv: list[str], capsys) -> dict[str, str]:
+    """`ssl-hf ... --help` as {option: its help text, wrapped lines joined}."""
+    import re
+
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    text = capsys.readouterr().out.split("options:", 1)[1]
+    entries = re.split(r"\n(?=  --?\w)", text)
+    return {e.split()[0].rstrip(","): " ".join(e.split()) for e in entries if e.strip().startswith("-")}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pretrain"],
+        ["pretrain", "--method", "byol"],
+        ["pretrain", "--preset", "dino-cpu"],
+        ["export"],
+        ["evaluate"],
+        ["push"],
+        ["convert"],
+    ],
+)
+def test_every_flag_has_a_help_text_with_its_default(capsys, argv):
+    entries = _help_entries(argv, capsys)
+    assert len(entries) > 5
+    missing = [
+        option for option, text in entries.items() if option != "-h" and not re.search(r"default|required", text)
+    ]
+    assert not missing, missing
+    if argv[0] == "pretrain":
+        assert "when omitted" not in entries["--save_total_limit"]  # was: "all when omitted (default: 2)"
+        assert "default: 2" in entries["--save_total_limit"]
+        assert "Projector hidden width" in entries.get("--proj_hidden_dim", "Projector hidden width")

@@ -1,19 +1,11 @@
 """ssl_hf: self-supervised vision pre-training methods as Hugging Face models.
 
 `import ssl_hf` registers every method's config with `AutoConfig` and its `<M>ForPreTraining` with
-`AutoModelForPreTraining`.
+`AutoModelForPreTraining`. The public names are those of `ssl_hf.api` (`ssl_hf.MAEConfig`, `ssl_hf.METHODS`, ...);
+`ssl_hf.startup` says when they load (the `ssl-hf` console script defers them so that `--help` is fast).
 """
 
-from .backbones import backbone_config
-from .models import asl, byol, dino, mae, msbreg, selfpatch, tec
-from .models.asl import ASLConfig, ASLForPreTraining, ASLPreTrainingOutput
-from .models.byol import BYOLConfig, BYOLForPreTraining, EmbeddingPreTrainingOutput
-from .models.dino import DINOConfig, DINOForPreTraining, DINOPreTrainingOutput
-from .models.mae import MAEConfig, MAEForPreTraining, MAEPreTrainingOutput
-from .models.msbreg import MSBRegConfig, MSBRegForPreTraining
-from .models.selfpatch import SelfPatchConfig, SelfPatchForPreTraining, SelfPatchPreTrainingOutput
-from .models.tec import TECConfig, TECForPreTraining, TECModel, TECPreTrainingOutput
-from .registry import METHODS, MethodSpec, get_method, register_method
-
-
 __version__ = "0.1.0"
+
+from .startup import public_attribute as __getattr__  # after __version__: the console script reads only that
+from .startup import public_names as __dir__

@@ -7,8 +7,10 @@ command-line flags win over the file.
 
 import argparse
 import dataclasses
+import inspect
 import json
 import logging
+import re
 import shlex
 import sys
 import types
@@ -34,6 +36,33 @@ def _method_fields(spec, backbone_name: str) -> tuple[dict[str, Any], dict[str, 
     resnet = backbone_name.removesuffix(SMALL_STEM_SUFFIX) in RESNET_PRESETS
     backbone = {f.name: f for f in dataclasses.fields(ResNetConfig if resnet else ViTConfig) if f.name not in base}
     return method, backbone
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default (or says it is required), unless its text already gives it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS or re.search(r"default|required", text):
+            return text
+        default = {False: "off", True: "on"}.get(action.default) if action.nargs == 0 else action.default
+        note = "required" if action.required else f"default: {default}"
+        return f"{text[:-1]} ({note})." if text.endswith(".") else f"{text} ({note})".lstrip()
+
+
+def _documented_fields(config_class: type) -> dict[str, str]:
+    """Field name -> its entry under `Args:` in the docstrings of `config_class` and its bases.
+
+    Reads the ssl_hf style (`name: text`) and the transformers style (`name (`type`, ...):` then the text).
+    """
+    found: dict[str, str] = {}
+    for cls in config_class.__mro__:
+        doc = inspect.cleandoc(cls.__doc__ or "").split("Args:", 1)
+        if len(doc) < 2:
+            continue
+        for name, text in re.findall(r"^    (\w+)(?: \(.*?\))?:(.*(?:\n {6,}.*)*)", doc[1], flags=re.M):
+            found.setdefault(name, " ".join(text.split()))
+    return found
 
 
 def _is_text(annotation) -> bool:
@@ -133,6 +162,7 @@ def _pretrain(argv: list[str]) -> None:
     method_fields, backbone_fields = _method_fields(spec, backbone_name)
 
     parser = argparse.ArgumentParser(
+        formatter_class=_Help,
         prog="ssl-hf pretrain",
         description=f"Pre-train with {method_name}. Method, backbone and training fields are all --<field> value.",
         argument_default=argparse.SUPPRESS,
@@ -144,11 +174,24 @@ def _pretrain(argv: list[str]) -> None:
         choices=sorted(ssl_hf.METHODS),
         help="Pre-training method, any case (default: the --preset's method, else mae).",
     )
-    parser.add_argument("--config", help="YAML file of options (command-line flags win).")
-    parser.add_argument("--preset", help=f"Paper settings: {', '.join(spec.presets) or 'none'} (file and flags win).")
     parser.add_argument(
-        "--backbone", help=f"Backbone preset: {', '.join(BACKBONES)} (default {spec.default_backbone})."
+        "--config", help="YAML file of options: sections model, training, data or flat keys (default: none)."
     )
+    parser.add_argument(
+        "--preset",
+        help=f"Settings of a paper or a -cpu recipe: {', '.join(spec.presets) or 'none'}; a --config file and "
+        "flags win (default: none).",
+    )
+    parser.add_argument(
+        "--backbone", help=f"Backbone preset: {', '.join(BACKBONES)} (default: {spec.default_backbone})."
+    )
+    # the defaults this command line would train with: field defaults < backbone preset < method < preset and file
+    defaults = {
+        **backbone_config(backbone_name).to_dict(),
+        **spec.training_defaults,
+        **{k: v for k, v in file_values.items() if k != "backbone"},
+    }
+    documented = {**_documented_fields(type(backbone_config(backbone_name))), **_documented_fields(spec.config_class)}
     sources = (
         ("training", TRAINING_FIELDS),
         (f"{method_name} config", method_fields),
@@ -161,12 +204,12 @@ def _pretrain(argv: list[str]) -> None:
             if name in seen:
                 continue  # e.g. a method field shadowing a training field: the first owner wins
             seen[name] = f.type
-            default = f.default if f.default is not dataclasses.MISSING else None
+            default = defaults.get(name, f.default if f.default is not dataclasses.MISSING else None)
             group.add_argument(
                 f"--{name}",
                 type=lambda text, ann=f.type: _parse_value(text, ann),
                 metavar=type(default).__name__.upper() if default is not None else "VALUE",
-                help=f"{f.metadata.get('help', '')} (default: {default})",
+                help=f"{f.metadata.get('help') or documented.get(name, '')} (default: {default})".lstrip(),
             )
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -262,14 +305,12 @@ def _resume_command(argv: list[str]) -> str:
 def _export(argv: list[str]) -> None:
     from ssl_hf.export import export_pretrained
 
-    parser = argparse.ArgumentParser(
-        prog="ssl-hf export", description="Export the encoder as a stock transformers model."
-    )
+    parser = argparse.ArgumentParser(formatter_class=_Help, prog="ssl-hf export", description=DESCRIPTIONS["export"])
     parser.add_argument(
         "pretrained",
         help="A run's final/ folder, one of its checkpoints/step_<N> folders, or any ssl_hf save_pretrained folder.",
     )
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", required=True, help="New (or empty) folder for the export.")
     parser.add_argument("--format", choices=["vit", "dinov2"], default="vit", help="Exported architecture.")
     parser.add_argument("--results", help="Evaluation JSON (from ssl-hf evaluate) to put in the model card.")
     parser.add_argument("--repo_id", help="Hub id used in the card's snippets.")
@@ -307,7 +348,9 @@ def _method_pool(model: str) -> str:
 def _evaluate(argv: list[str]) -> None:
     from ssl_hf.evaluation import PROTOCOLS, evaluate_backbone
 
-    parser = argparse.ArgumentParser(prog="ssl-hf evaluate", description="Evaluate an exported backbone.")
+    parser = argparse.ArgumentParser(
+        formatter_class=_Help, prog="ssl-hf evaluate", description=DESCRIPTIONS["evaluate"]
+    )
     parser.add_argument("model", help="Export folder or Hub id (anything AutoModel.from_pretrained loads).")
     parser.add_argument(
         "--dataset", help="Dataset: built-in name, Hub id, folder... (default: digits; digit-scenes for dense)."
@@ -347,15 +390,15 @@ def _evaluate(argv: list[str]) -> None:
         "--label_column", default="label", help="Class column: integer ids or class names (default: label)."
     )
     parser.add_argument("--image_column", help="Image column (default: None = found automatically).")
-    parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--temperature", type=float, default=0.07)
+    parser.add_argument("--k", type=int, default=20, help="k-NN: neighbours that vote.")
+    parser.add_argument("--temperature", type=float, default=0.07, help="k-NN: temperature of the neighbour weights.")
     parser.add_argument(
         "--pool",
         choices=["cls", "mean"],
         help="Image feature: cls token or mean of the patch tokens (default: the pooling of the method recorded in "
         "the export's training_args.json, e.g. mean for MAE/ASL/TEC/SelfPatch; else cls).",
     )
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=256, help="Images per forward pass.")
     parser.add_argument(
         "--random_init",
         action="store_true",
@@ -368,7 +411,9 @@ def _evaluate(argv: list[str]) -> None:
         action="store_true",
         help="Also evaluate the floor (see --random_init), with the same settings and pooling, side by side.",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the probes, the few-shot draws and the --test_fraction hold-out."
+    )
     parser.add_argument("--cache_dir", help="Feature cache (default: $SSL_HF_CACHE/features).")
     parser.add_argument("--no_cache", action="store_true", help="Do not read or write cached features.")
     parser.add_argument("--update_card", action="store_true", help="Write the results into the export's README.md.")
@@ -458,9 +503,7 @@ def _summary(r: dict) -> str:
 def _push(argv: list[str]) -> None:
     from ssl_hf.hub import push_to_hub
 
-    parser = argparse.ArgumentParser(
-        prog="ssl-hf push", description="Upload an export folder to the Hugging Face Hub in one commit."
-    )
+    parser = argparse.ArgumentParser(formatter_class=_Help, prog="ssl-hf push", description=DESCRIPTIONS["push"])
     parser.add_argument("export", help="An `ssl-hf export` output folder.")
     parser.add_argument("--repo_id", required=True, help="Hub model repo, ORG/NAME (created if missing).")
     parser.add_argument("--private", action="store_true", help="Create the repo private (ignored if it exists).")
@@ -485,6 +528,7 @@ def _convert(argv: list[str]) -> None:
     from ssl_hf.convert import FORMATS, HEADS_BY_WIDTH, convert_checkpoint
 
     parser = argparse.ArgumentParser(
+        formatter_class=_Help,
         prog="ssl-hf convert",
         description="Convert an official released checkpoint (MAE, DINO, iBOT, TEC, SelfPatch, timm ViT, torchvision "
         "ResNet, solo-learn, lightly) into the stock transformers export `ssl-hf export` writes.",
@@ -556,15 +600,43 @@ def _convert(argv: list[str]) -> None:
 
 
 COMMANDS = {"pretrain": _pretrain, "export": _export, "evaluate": _evaluate, "push": _push, "convert": _convert}
+DESCRIPTIONS = {
+    "pretrain": "Pre-train a method on images: checkpoints, metrics.jsonl and a final/ model in --output_dir.",
+    "export": "Save a run's encoder as a stock transformers model with a model card.",
+    "evaluate": "Measure an export: k-NN, linear probe, few-shot, fine-tune, dense probe, diagnostics.",
+    "push": "Upload an export folder to the Hugging Face Hub in one commit.",
+    "convert": "Turn an official released checkpoint (MAE, DINO, TEC, ...) into an export.",
+}
+
+
+def _overview() -> str:
+    """The top-level help: the commands with one line each."""
+    from ssl_hf import __version__
+
+    commands = "\n".join(f"  {name:<10}{DESCRIPTIONS[name]}" for name in COMMANDS)
+    return (
+        f"usage: ssl-hf {{{','.join(COMMANDS)}}} [options]\n\n"
+        f"Self-supervised vision pre-training as Hugging Face models (ssl_hf {__version__}).\n\n"
+        f"commands:\n{commands}\n\n"
+        "options:\n  -h, --help  show this help and exit\n  --version   print the version and exit\n\n"
+        "Run `ssl-hf <command> --help` for the options of a command, e.g. ssl-hf pretrain --preset mae-cpu --help."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `ssl-hf` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:
+        from ssl_hf import __version__
+
+        print(f"ssl-hf {__version__}")
+        return
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        given = f"unknown command '{argv[0]}'. " if argv and argv[0] not in ("-h", "--help") else ""
-        print(f"{given}usage: ssl-hf {{{','.join(COMMANDS)}}} [options]   (ssl-hf <command> --help for details)")
+        given = f"unknown command '{argv[0]}'.\n" if argv and argv[0] not in ("-h", "--help") else ""
+        print(given + _overview())
         raise SystemExit(2 if given or not argv else 0)
+    import ssl_hf.api  # noqa: F401  (registers every method with the Auto classes; the console script defers it to here)
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError

@@ -88,7 +88,7 @@ class TrainingArguments:
     # I/O
     output_dir: str = _arg("runs/ssl_hf", "Run directory: checkpoints/, final/, metrics.jsonl, args.json.")
     save_steps: int = _arg(500, "Save a resumable checkpoint every N optimiser steps (and at the end).")
-    save_total_limit: int | None = _arg(2, "Keep only the newest N checkpoints (all when omitted).")
+    save_total_limit: int | None = _arg(2, "Keep only the newest N checkpoints (None: keep all).")
     resume_from_checkpoint: str | None = _arg(None, "'latest' or a checkpoint directory to continue from.")
     init_from: str | None = _arg(
         None,
@@ -110,7 +110,7 @@ class TrainingArguments:
     eval_dataset: str = _arg("digits", "Labelled dataset of the online k-NN (its train and test splits).")
     eval_label_column: str = _arg("label", "Integer label column of eval_dataset.")
     eval_max_images: int | None = _arg(
-        5000, "Use at most this many images of each split of eval_dataset for the online k-NN (all when omitted)."
+        5000, "Use at most this many images of each split of eval_dataset for the online k-NN (None: all)."
     )
     alarms: bool = _arg(True, "Log collapse statistics every step and warn once when one trips (see the docs).")
 

@@ -301,7 +301,7 @@ def test_resnet_backbone_from_the_command_line(no_training, method, field, value
 
 
 def test_byol_default_backbone_is_a_resnet(no_training):
-    main(["pretrain", "--method", "byol"])
+    main(["pretrain", "--method", "byol", "--dataset", "some/hub-dataset"])  # not a 32-px built-in set
     _, config, _ = no_training[-1]
     assert config.backbone_config.model_type == "resnet"
 

@@ -219,3 +219,41 @@ def test_every_flag_has_a_help_text_with_its_default(capsys, argv):
         assert "when omitted" not in entries["--save_total_limit"]  # was: "all when omitted (default: 2)"
         assert "default: 2" in entries["--save_total_limit"]
         assert "Projector hidden width" in entries.get("--proj_hidden_dim", "Projector hidden width")
+
+
+# ------------------------------------------------------------------------------------------- default backbone
+
+
+def test_builtin_data_gets_a_backbone_of_its_size_and_says_so(no_training, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="ssl_hf"):
+        main(["pretrain", "--method", "mae"])
+        main(["pretrain", "--method", "byol", "--dataset", "digits"])
+    (_, mae, _), (_, byol, _) = no_training
+    vit = mae.backbone_config
+    assert (vit.hidden_size, vit.num_hidden_layers, vit.image_size, vit.patch_size) == (192, 6, 32, 8)
+    assert (mae.decoder_hidden_size, mae.decoder_num_hidden_layers, mae.mask_ratio) == (128, 2, 0.75)
+    assert byol.backbone_config.model_type == "ssl_resnet_small_stem"
+    assert (byol.backbone_config.hidden_sizes, byol.image_size) == ([16, 32, 64, 128], 32)
+    assert "digit-scenes holds 32x32 images: mae defaults to the mae-cpu recipe's architecture" in caplog.text
+    assert "--backbone or --preset" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--backbone", "vit-base"], ["--preset", "mae-vitb16"], ["--dataset", "ILSVRC/imagenet-1k"]],
+)
+def test_paper_backbone_with_a_preset_an_explicit_backbone_or_other_data(no_training, flags):
+    main(["pretrain", "--method", "mae", *flags])
+    config = no_training[-1][1]
+    assert (config.backbone_config.hidden_size, config.backbone_config.image_size) == (768, 224)
+    assert config.decoder_hidden_size == 512
+
+
+def test_data_sized_default_runs_every_method_for_a_step(tmp_path):
+    """The data-sized defaults of each method build and train (one step, batch 4)."""
+    for method in ("mae", "asl", "byol", "msbreg", "dino", "selfpatch"):
+        out = str(tmp_path / method)
+        main(["pretrain", "--method", method, "--max_steps", "1", "--batch_size", "4", "--output_dir", out])
+        assert (tmp_path / method / "final" / "config.json").is_file()

@@ -65,6 +65,39 @@ def _documented_fields(config_class: type) -> dict[str, str]:
     return found
 
 
+def _data_sized(spec, dataset: str) -> dict[str, Any]:
+    """For a built-in dataset (32x32 images), the architecture of the method's `-cpu` recipe, logged; else {}.
+
+    Only the sizes: backbone, image and patch size, depth and widths, decoder and head widths (`ssl_hf.cpu_presets`).
+    The paper's backbone (`spec.default_backbone` at 224 px, ViT-B: 1.7 GB for a checkpoint) stays the default for
+    other data and whenever --backbone, --preset or --init_from is given.
+    """
+    from ssl_hf.data.builtin import is_builtin
+    from ssl_hf.training.arguments import TRAINING_FIELDS
+
+    recipe = spec.presets.get(f"{spec.name}-cpu")
+    if not is_builtin(dataset) or recipe is None:
+        return {}
+    method, backbone = _method_fields(spec, recipe["backbone"])
+    sizes = {
+        k: v
+        for k, v in recipe.items()
+        if k == "backbone"
+        or (k in backbone and k not in method)
+        or (k in method and k not in TRAINING_FIELDS and re.search(r"(_dim|_size|_sizes|_layers|_heads)$", k))
+    }
+    logger.info(
+        "%s holds 32x32 images: %s defaults to the %s-cpu recipe's architecture (%s). Give --backbone or --preset for "
+        "another, e.g. --backbone %s for the paper's at 224 px.",
+        dataset,
+        spec.name,
+        spec.name,
+        ", ".join(f"{k} {v}" for k, v in sizes.items()),
+        spec.default_backbone,
+    )
+    return sizes
+
+
 def _is_text(annotation) -> bool:
     """True for `str` and `str | None` annotations (values kept verbatim, not YAML-parsed)."""
     if annotation is str:
@@ -140,6 +173,8 @@ def _pretrain(argv: list[str]) -> None:
     head.add_argument("--config")
     head.add_argument("--preset")
     head.add_argument("--backbone")
+    head.add_argument("--dataset")
+    head.add_argument("--init_from")
     first, _ = head.parse_known_args(argv)
     file_values: dict[str, Any] = {}
     if first.config:
@@ -158,6 +193,9 @@ def _pretrain(argv: list[str]) -> None:
     spec = ssl_hf.get_method(method_name)
     explicit = set(file_values)  # given in the file (the preset's fields are not explicit)
     file_values = {**spec.presets.get(preset_name, {}), **file_values}  # preset < file < command line
+    if not (preset_name or first.backbone or first.init_from or {"backbone", "init_from"} & set(file_values)):
+        dataset = first.dataset or file_values.get("dataset") or TRAINING_FIELDS["dataset"].default
+        file_values = {**_data_sized(spec, dataset), **file_values}
     backbone_name = first.backbone or file_values.get("backbone") or spec.default_backbone
     method_fields, backbone_fields = _method_fields(spec, backbone_name)
 

@@ -221,7 +221,9 @@ def _pretrain(argv: list[str]) -> None:
         "flags win (default: none).",
     )
     parser.add_argument(
-        "--backbone", help=f"Backbone preset: {', '.join(BACKBONES)} (default: {spec.default_backbone})."
+        "--backbone",
+        help=f"Backbone preset: {', '.join(BACKBONES)} (default: on the built-in 32-px datasets the "
+        f"{method_name}-cpu recipe's architecture, else {spec.default_backbone}).",
     )
     # the defaults this command line would train with: field defaults < backbone preset < method < preset and file
     defaults = {

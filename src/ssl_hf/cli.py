@@ -66,7 +66,7 @@ def _documented_fields(config_class: type) -> dict[str, str]:
 
 
 def _data_sized(spec, dataset: str) -> dict[str, Any]:
-    """For a built-in dataset (32x32 images), the architecture of the method's `-cpu` recipe, logged; else {}.
+    """For a built-in dataset (32x32 images), the architecture of the method's `-cpu` recipe; else {}.
 
     Only the sizes: backbone, image and patch size, depth and widths, decoder and head widths (`ssl_hf.cpu_presets`).
     The paper's backbone (`spec.default_backbone` at 224 px, ViT-B: 1.7 GB for a checkpoint) stays the default for
@@ -86,15 +86,6 @@ def _data_sized(spec, dataset: str) -> dict[str, Any]:
         or (k in backbone and k not in method)
         or (k in method and k not in TRAINING_FIELDS and re.search(r"(_dim|_size|_sizes|_layers|_heads)$", k))
     }
-    logger.info(
-        "%s holds 32x32 images: %s defaults to the %s-cpu recipe's architecture (%s). Give --backbone or --preset for "
-        "another, e.g. --backbone %s for the paper's at 224 px.",
-        dataset,
-        spec.name,
-        spec.name,
-        ", ".join(f"{k} {v}" for k, v in sizes.items()),
-        spec.default_backbone,
-    )
     return sizes
 
 
@@ -193,9 +184,11 @@ def _pretrain(argv: list[str]) -> None:
     spec = ssl_hf.get_method(method_name)
     explicit = set(file_values)  # given in the file (the preset's fields are not explicit)
     file_values = {**spec.presets.get(preset_name, {}), **file_values}  # preset < file < command line
+    data_sized = {}
     if not (preset_name or first.backbone or first.init_from or {"backbone", "init_from"} & set(file_values)):
         dataset = first.dataset or file_values.get("dataset") or TRAINING_FIELDS["dataset"].default
-        file_values = {**_data_sized(spec, dataset), **file_values}
+        data_sized = _data_sized(spec, dataset)
+        file_values = {**data_sized, **file_values}
     backbone_name = first.backbone or file_values.get("backbone") or spec.default_backbone
     method_fields, backbone_fields = _method_fields(spec, backbone_name)
 
@@ -254,6 +247,16 @@ def _pretrain(argv: list[str]) -> None:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _fail(parser, unknown, [*seen, "backbone", "method", "config", "preset"])
+    if data_sized:
+        logger.info(
+            "%s holds 32x32 images: %s defaults to the %s-cpu recipe's architecture (%s). Give --backbone or --preset "
+            "for another, e.g. --backbone %s for the paper's at 224 px.",
+            dataset,
+            method_name,
+            method_name,
+            ", ".join(f"{k} {v}" for k, v in data_sized.items()),
+            spec.default_backbone,
+        )
     bad_file = [k for k in file_values if k not in seen and k != "backbone"]
     if bad_file:
         _fail(parser, [f"--{k}" for k in bad_file], [*seen, "backbone"])

@@ -189,7 +189,10 @@ def evaluate(export_dir: Path, pool: str, seed: int, args) -> list[dict]:
             seed=seed,
         ):
             kept = {k: relative(row[k], args.workdir) if k == "floor" else row[k] for k in ROW_FIELDS if k in row}
-            rows.append(kept | {k: round(100 * row[k], 2) for k in ("top1", "top5")} | {"num_test": row["num_test"]})
+            percent = {
+                k: None if row[k] is None else round(100 * row[k], 2) for k in ("top1", "top5")
+            }  # top-5: n/a < 6 classes
+            rows.append(kept | percent | {"num_test": row["num_test"]})
     return rows
 
 

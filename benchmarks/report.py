@@ -4,7 +4,8 @@ python benchmarks/report.py          # rewrite both generated sections, redraw t
 python benchmarks/report.py --check  # fail if a section differs from what the results render, or the README breaks
                                      # its rules (length, links, hand-typed measurements)
 
-README.md gets the compact results table (every method's metric against its calibrated floor) and one plot;
+README.md gets what `make pretrain`'s recipe reached (from the sweep run of exactly that recipe), the compact
+results table (every method's metric against its calibrated floor) and one plot;
 docs/benchmarks.md gets every table: speed, profile, quality per dataset, paper claims and the recipe sweeps.
 Outside the generated sections, README.md and docs/benchmarks.md may not state a measurement (a number with a unit
 such as %, min, s, MB, img/s or x): such numbers go stale, so they either come from benchmarks/results or go.
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_profile import profile_section
 from report_quality import compact_section, quality_section, write_curves
 from report_speed import allocator, speed_section
-from report_sweeps import sweeps_section
+from report_sweeps import make_pretrain_section, sweeps_section
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +61,9 @@ def benchmarks_page_section() -> str:
 
 
 def readme_section() -> str:
-    """The README's results: the compact table and one plot (links relative to the repository root)."""
-    return compact_section(QUALITY, "benchmarks/results/quality", "docs/benchmarks.md")
+    """The README's results: what `make pretrain` reaches, the compact table and one plot (links from the root)."""
+    make_pretrain = make_pretrain_section(ROOT / "Makefile", ROOT / "src" / "ssl_hf" / "cpu_presets.py", RESULTS)
+    return make_pretrain + "\n\n" + compact_section(QUALITY, "benchmarks/results/quality", "docs/benchmarks.md")
 
 
 SECTIONS = {README: readme_section, BENCHMARKS_PAGE: benchmarks_page_section}

@@ -144,3 +144,34 @@ def test_profile_table_gives_ratios_to_the_group_base(tmp_path):
         in text
     )
     assert report_profile.profile_section(tmp_path / "none") == ""
+
+
+def _sweep_run(variant: str, **flags) -> dict:
+    probe = {"pool": "cls", "export": {"knn": 30.0, "linear": 60.0}, "floor": {"knn": 15.0, "linear": 20.0}}
+    return {"method": "byol", "variant": variant, "flags": flags, "probe": probe, "wall_seconds": 600.0}
+
+
+def test_make_pretrain_paragraph_is_the_sweep_run_of_exactly_its_recipe(tmp_path):
+    report_sweeps = load("report_sweeps")
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(
+        "STEPS ?= 300\nWARM ?= 60\n\npretrain: install\n"
+        "\t$(VENV)/bin/ssl-hf pretrain --preset byol-cpu --max_steps $(STEPS) \\\n"
+        "\t\t--warmup_steps $(WARM) --output_dir runs/x\n\t$(VENV)/bin/ssl-hf export runs/x/final\n"
+    )
+    flags = {"preset": "byol-cpu", "max_steps": "300", "warmup_steps": "60", "output_dir": "runs/x"}
+    assert report_sweeps.makefile_pretrain(makefile) == flags
+    presets = tmp_path / "cpu_presets.py"
+    presets.write_text('CPU_PRESETS = {"byol": {"batch_size": 64, "warmup_ratio": 0.1, "eval_every": 100}}\n')
+    sweeps = tmp_path / "results" / "sweeps" / "byol_cpu"
+    sweeps.mkdir(parents=True)
+    recipe = {"dataset": "digit-scenes", "batch_size": 64, "max_steps": 300, "warmup_ratio": 0.1}
+    (sweeps / "a_other_batch.json").write_text(json.dumps(_sweep_run("a", **{**recipe, "batch_size": 32})))
+    (sweeps / "b_no_warmup.json").write_text(json.dumps(_sweep_run("b", **recipe)))
+    (sweeps / "c_same.json").write_text(json.dumps(_sweep_run("c", **recipe, warmup_steps=60, eval_every=25)))
+    text = report_sweeps.make_pretrain_section(makefile, presets, tmp_path / "results")
+    assert text.startswith("`make pretrain` (`--preset byol-cpu --max_steps 300 --warmup_steps 60`) was measured")
+    assert "sweep variant `byol_cpu/c` (1 seed): export k-NN 30.00 % against its floor's 15.00 %" in text
+    assert "linear probe 60.00 % against 20.00 %, in 10.0 minutes" in text
+    (sweeps / "c_same.json").unlink()
+    assert "no run of this recipe" in report_sweeps.make_pretrain_section(makefile, presets, tmp_path / "results")

@@ -257,3 +257,65 @@ def test_data_sized_default_runs_every_method_for_a_step(tmp_path):
         out = str(tmp_path / method)
         main(["pretrain", "--method", method, "--max_steps", "1", "--batch_size", "4", "--output_dir", out])
         assert (tmp_path / method / "final" / "config.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------- Python API
+
+
+def _tiny_images(n: int, seed: int = 0):
+    """An in-memory `datasets.Dataset` of `n` random 32x32 RGB PIL images with labels 0/1."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    return datasets.Dataset.from_dict({"image": images, "label": [i % 2 for i in range(n)]}, features=features)
+
+
+def _python_api_example() -> str:
+    """The code of the example in docs/python_api.md (the first ```python block)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "python_api.md").read_text()
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_python_api_example_runs_on_an_in_memory_dataset(tmp_path, monkeypatch):
+    """The docs example, with a tiny in-memory Dataset as `images` and 2 steps instead of its 200."""
+    import json
+
+    code = _python_api_example()
+    assert "images = " in code
+    assert "max_steps=200" in code
+    code = code.replace("max_steps=200", "max_steps=2").replace("batch_size=64", "batch_size=4")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code.split("images = ", 1)[0], "python_api.md", "exec"), namespace)  # the imports
+    namespace["images"] = _tiny_images(12)
+    exec(compile("\n".join(code.split("images = ", 1)[1].splitlines()[1:]), "python_api.md", "exec"), namespace)
+    final = namespace["final"]
+    assert (final / "config.json").is_file()
+    record = json.loads((final / "training_args.json").read_text())
+    assert record["training"]["dataset"].startswith("in-memory Dataset (12 rows, fingerprint ")
+    assert [json.loads(line)["step"] for line in (final.parent / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_dataset_dict_trains_on_its_split_and_feeds_the_online_knn(tmp_path):
+    import datasets
+    from conftest import tiny_mae_config, tiny_training_args
+
+    from ssl_hf.training import TrainingArguments, pretrain
+
+    splits = datasets.DatasetDict({"train": _tiny_images(8), "test": _tiny_images(6, seed=1)})
+    args = tiny_training_args(tmp_path / "run", dataset=splits, batch_size=4, max_steps=1)
+    args.eval_dataset, args.eval_every = splits, 1
+    final = pretrain(ssl_hf.get_method("mae"), tiny_mae_config(), args)
+    assert "knn_top1" in (final.parent / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="eval_dataset needs a train and a test split"):
+        TrainingArguments(eval_dataset=_tiny_images(4), eval_every=5).resolved({}).validate()
+    with pytest.raises(ValueError, match="has no split 'validation'"):
+        pretrain(
+            ssl_hf.get_method("mae"),
+            tiny_mae_config(),
+            tiny_training_args(tmp_path / "r2", dataset=splits, train_split="validation"),
+        )

@@ -90,13 +90,16 @@ def _data_sized(spec, dataset: str) -> dict[str, Any]:
 
 
 def _is_text(annotation) -> bool:
-    """True for `str` and `str | None` annotations (values kept verbatim, not YAML-parsed)."""
+    """True for `str`, `str | None` and `str | <object>` annotations (values kept verbatim, not YAML-parsed).
+
+    An object is what only Python passes (e.g. an in-memory `datasets.Dataset`); a number or bool is parsed.
+    """
     if annotation is str:
         return True
     if typing.get_origin(annotation) is typing.Literal:
         return True
     args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
-    return bool(args) and set(args) <= {str, type(None)}
+    return str in args and not set(args) & {int, float, bool}
 
 
 def _parse_value(text: str, annotation) -> Any:

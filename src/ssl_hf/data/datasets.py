@@ -76,7 +76,7 @@ class ImageSource:
 
 
 def load_image_source(
-    name_or_path: str,
+    name_or_path: str | datasets.Dataset | datasets.DatasetDict,
     split: str = "train",
     *,
     config_name: str | None = None,
@@ -90,8 +90,9 @@ def load_image_source(
 
     Args:
         name_or_path: A built-in name (`digits`, `digit-scenes`), a Hub dataset id, a folder of images
-            (`imagefolder`), a folder written by `Dataset.save_to_disk`, or parquet/arrow/csv/json file(s)
-            (comma-separated or a glob).
+            (`imagefolder`), a folder written by `Dataset.save_to_disk`, parquet/arrow/csv/json file(s)
+            (comma-separated or a glob), or an in-memory `datasets.Dataset` (used whatever `split` says) or
+            `DatasetDict` (its `split`).
         split: Split to read.
         config_name: Hub dataset configuration.
         image_column: Column holding the images; found automatically when None.
@@ -100,10 +101,15 @@ def load_image_source(
         builtin_seed: Rendering seed for the built-in sets.
         cache_dir: `datasets` cache directory.
     """
-    if is_builtin(name_or_path):
+    if isinstance(name_or_path, datasets.Dataset | datasets.DatasetDict):
+        ds = _in_memory_split(name_or_path, split)
+        ds = ds.to_iterable_dataset() if streaming else ds
+        name_or_path = describe_dataset(name_or_path)
+    elif is_builtin(name_or_path):
         ds = load_builtin(name_or_path, split, image_size=builtin_size, seed=builtin_seed)
         return ImageSource(ds, PIXELS_COLUMN, builtin_image_size(ds))
-    ds = _load(name_or_path, split, config_name, streaming, cache_dir)
+    else:
+        ds = _load(name_or_path, split, config_name, streaming, cache_dir)
     features = ds.features
     column = image_column or _find_image_column(features, name_or_path)
     if features is not None and column not in features:
@@ -136,6 +142,25 @@ class MissingSplitError(ValueError):
     def __init__(self, name: str, split: str, available: list[str]):
         self.name, self.split, self.available = name, split, list(available)
         super().__init__(f"{name} has no split '{split}'; its splits are: {', '.join(self.available)}.")
+
+
+def describe_dataset(dataset: str | datasets.Dataset | datasets.DatasetDict) -> str:
+    """A name or path as is; an in-memory dataset as its type, size and fingerprint (what a run record keeps)."""
+    if isinstance(dataset, datasets.DatasetDict):
+        sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.items())
+        prints = ", ".join(split._fingerprint for split in dataset.values())
+        return f"in-memory DatasetDict ({sizes} rows, fingerprints {prints})"
+    if isinstance(dataset, datasets.Dataset):
+        return f"in-memory Dataset ({len(dataset)} rows, fingerprint {dataset._fingerprint})"
+    return dataset
+
+
+def _in_memory_split(dataset: datasets.Dataset | datasets.DatasetDict, split: str) -> datasets.Dataset:
+    if isinstance(dataset, datasets.Dataset):
+        return dataset
+    if split not in dataset:
+        raise MissingSplitError("The in-memory DatasetDict", split, list(dataset))
+    return dataset[split]
 
 
 def _empty(split: str, name_or_path: str) -> str:

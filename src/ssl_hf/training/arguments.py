@@ -5,6 +5,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import datasets
+
 
 def _arg(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -18,7 +20,11 @@ class TrainingArguments:
     """
 
     # data
-    dataset: str = _arg("digit-scenes", "Built-in name, Hub dataset id, image folder, or parquet/arrow file(s).")
+    dataset: str | datasets.Dataset | datasets.DatasetDict = _arg(  # noqa: RUF009 (_arg is a dataclasses.field)
+        "digit-scenes",
+        "Built-in name, Hub dataset id, image folder, or parquet/arrow file(s); in Python also an in-memory "
+        "datasets.Dataset, or a DatasetDict (its train_split).",
+    )
     dataset_config: str | None = _arg(None, "Hub dataset configuration name.")
     train_split: str = _arg("train", "Split to pre-train on.")
     image_column: str | None = _arg(None, "Image column (found automatically when omitted).")
@@ -107,7 +113,9 @@ class TrainingArguments:
     eval_every: int = _arg(
         0, "Every N optimiser steps (and at the start and end), log an online weighted k-NN top-1 (0: off)."
     )
-    eval_dataset: str = _arg("digits", "Labelled dataset of the online k-NN (its train and test splits).")
+    eval_dataset: str | datasets.DatasetDict = _arg(  # noqa: RUF009 (_arg is a dataclasses.field)
+        "digits", "Labelled dataset of the online k-NN (its train and test splits; in Python also a DatasetDict)."
+    )
     eval_label_column: str = _arg("label", "Integer label column of eval_dataset.")
     eval_max_images: int | None = _arg(
         5000, "Use at most this many images of each split of eval_dataset for the online k-NN (None: all)."
@@ -170,6 +178,11 @@ class TrainingArguments:
         for name in ("blur_prob", "solarize_prob"):
             per_view_probabilities(getattr(self, name), name)
         check_trackers(self.report_to)
+        if isinstance(self.eval_dataset, datasets.Dataset):
+            raise ValueError(
+                "Invalid training arguments: eval_dataset needs a train and a test split, and a Dataset is one split: "
+                "give a DatasetDict, e.g. dataset.train_test_split(test_size=0.2, seed=0)."
+            )
 
     def build_views(self, spec, model_config):
         """The training views of a run: the method's view preset (`spec.views`) with this run's view switches."""
@@ -186,8 +199,15 @@ class TrainingArguments:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-serialisable)."""
-        return dataclasses.asdict(self)
+        """Plain dict (JSON-serialisable); an in-memory dataset is recorded by its size and fingerprint."""
+        from ..data.datasets import describe_dataset
+
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {
+            **values,
+            "dataset": describe_dataset(self.dataset),
+            "eval_dataset": describe_dataset(self.eval_dataset),
+        }
 
 
 # `report_to` trackers (Accelerate's): the modules that provide one, and how to install them

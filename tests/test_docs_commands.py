@@ -76,7 +76,7 @@ def _cli_flags() -> set[str]:
     import ssl_hf
     from ssl_hf.training.arguments import TRAINING_FIELDS
 
-    flags = {*TRAINING_FIELDS, "method", "config", "preset", "backbone", "help"}
+    flags = {*TRAINING_FIELDS, "method", "config", "preset", "backbone", "help", "version"}  # ssl-hf --version
     for spec in ssl_hf.METHODS.values():
         for backbone in ("vit-base", "resnet-18"):
             method_fields, backbone_fields = cli._method_fields(spec, backbone)

@@ -3,10 +3,10 @@
 from .backbones import backbone_config
 from .models import asl, byol, dino, mae, msbreg, selfpatch, tec
 from .models.asl import ASLConfig, ASLForPreTraining, ASLPreTrainingOutput
-from .models.byol import BYOLConfig, BYOLForPreTraining, EmbeddingPreTrainingOutput
+from .models.byol import BYOLConfig, BYOLForPreTraining, BYOLPreTrainingOutput
 from .models.dino import DINOConfig, DINOForPreTraining, DINOPreTrainingOutput
 from .models.mae import MAEConfig, MAEForPreTraining, MAEPreTrainingOutput
-from .models.msbreg import MSBRegConfig, MSBRegForPreTraining
+from .models.msbreg import EmbeddingPreTrainingOutput, MSBRegConfig, MSBRegForPreTraining
 from .models.selfpatch import SelfPatchConfig, SelfPatchForPreTraining, SelfPatchPreTrainingOutput
 from .models.tec import TECConfig, TECForPreTraining, TECModel, TECPreTrainingOutput
 from .registry import METHODS, MethodSpec, get_method, register_method
@@ -19,6 +19,7 @@ __all__ = [
     "ASLPreTrainingOutput",
     "BYOLConfig",
     "BYOLForPreTraining",
+    "BYOLPreTrainingOutput",
     "DINOConfig",
     "DINOForPreTraining",
     "DINOPreTrainingOutput",

@@ -144,6 +144,16 @@ def test_msbreg_peak_lr_is_scaled_by_the_number_of_views(tmp_path):
     assert {"loss_centroid", "loss_singular", "loss_brownian"} <= set(step)
 
 
+def test_byol_logs_its_own_loss_name(tmp_path):
+    """BYOL's one loss term is named after BYOL (`loss_byol`), not after MSBReg's multiview centroid loss."""
+    args = TrainingArguments(dataset="digits", output_dir=str(tmp_path), max_steps=1, batch_size=8, save_steps=1)
+    pretrain(get_method("byol"), tiny_byol_config(), args)
+    step = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert "loss_byol" in step
+    assert step["loss_byol"] == step["loss"]
+    assert not {k for k in step if k.startswith("loss_") and k != "loss_byol"}
+
+
 def test_vit_backbone_option(tmp_path):
     vit = backbone_config("vit-tiny", 32, 8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4)
     model = BYOLForPreTraining(tiny_byol_config(backbone_config=vit))

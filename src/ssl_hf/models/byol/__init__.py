@@ -1,7 +1,7 @@
 from ...cpu_presets import cpu_preset
 from ...registry import MethodSpec, register_method
 from .configuration_byol import BYOLConfig
-from .modeling_byol import BYOLForPreTraining, EmbeddingPreTrainingOutput, MLPHead, cosine_momentum
+from .modeling_byol import BYOLForPreTraining, BYOLPreTrainingOutput, MLPHead, cosine_momentum
 
 
 register_method(

@@ -14,22 +14,19 @@ from .configuration_byol import BYOLConfig
 
 
 @dataclass
-class EmbeddingPreTrainingOutput(ModelOutput):
-    """Output of `BYOLForPreTraining` and `MSBRegForPreTraining`.
+class BYOLPreTrainingOutput(ModelOutput):
+    """Output of `BYOLForPreTraining`.
 
     Args:
         loss: The training loss.
-        loss_centroid: Attraction term (BYOL's regression loss; MSBReg's multiview centroid loss).
-        loss_singular: MSBReg's singular-value loss (None for BYOL).
-        loss_brownian: MSBReg's Brownian diffusive loss (None for BYOL).
-        predictions: `(K, B, d)` online predictions.
-        target_projections: `(K, B, d)` target projections.
+        loss_byol: BYOL's regression loss (the normalised-MSE between predictions and the other view's target
+            projections, both directions); equal to `loss`, logged under BYOL's name.
+        predictions: `(2, B, d)` online predictions.
+        target_projections: `(2, B, d)` target projections.
     """
 
     loss: Tensor | None = None
-    loss_centroid: Tensor | None = None
-    loss_singular: Tensor | None = None
-    loss_brownian: Tensor | None = None
+    loss_byol: Tensor | None = None
     predictions: Tensor | None = None
     target_projections: Tensor | None = None
 
@@ -128,12 +125,10 @@ class BYOLForPreTraining(BYOLPreTrainedModel):
         super().__init__(config)
         self._build(config)
 
-    def forward(self, pixel_values: Tensor, return_dict: bool = True) -> EmbeddingPreTrainingOutput | tuple:
+    def forward(self, pixel_values: Tensor, return_dict: bool = True) -> BYOLPreTrainingOutput | tuple:
         _, predictions, targets = self.embed_views(pixel_values)
         if predictions.shape[0] != 2:
             raise ValueError(f"BYOL uses 2 views per image, got {predictions.shape[0]}; MSBReg takes K views.")
         loss = byol_loss(predictions[0], predictions[1], targets[0], targets[1], self.config.loss_reduction)
-        out = EmbeddingPreTrainingOutput(
-            loss=loss, loss_centroid=loss, predictions=predictions, target_projections=targets
-        )
+        out = BYOLPreTrainingOutput(loss=loss, loss_byol=loss, predictions=predictions, target_projections=targets)
         return out if return_dict else out.to_tuple()

@@ -1,7 +1,7 @@
 from ...cpu_presets import cpu_preset
 from ...registry import MethodSpec, register_method
 from .configuration_msbreg import MSBRegConfig
-from .modeling_msbreg import MSBRegForPreTraining
+from .modeling_msbreg import EmbeddingPreTrainingOutput, MSBRegForPreTraining
 
 
 _R18_HEADS = {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 512}

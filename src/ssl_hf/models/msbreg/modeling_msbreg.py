@@ -1,10 +1,34 @@
 """MSBReg: BYOL with K views, pulled to their centroid and dispersed by singular-value and Brownian forces."""
 
+from dataclasses import dataclass
+
 from torch import Tensor
+from transformers.modeling_outputs import ModelOutput
 
 from ...losses.embedding import brownian_loss, multiview_centroid_loss, singular_value_loss
-from ..byol.modeling_byol import BYOLPreTrainedModel, EmbeddingPreTrainingOutput
+from ..byol.modeling_byol import BYOLPreTrainedModel
 from .configuration_msbreg import MSBRegConfig
+
+
+@dataclass
+class EmbeddingPreTrainingOutput(ModelOutput):
+    """Output of `MSBRegForPreTraining`.
+
+    Args:
+        loss: The training loss.
+        loss_centroid: The multiview centroid loss `L_mc`.
+        loss_singular: The singular-value loss `L_s` (None when `lambda_s` is 0).
+        loss_brownian: The Brownian diffusive loss `L_b` (None when `lambda_b` is 0).
+        predictions: `(K, B, d)` online predictions.
+        target_projections: `(K, B, d)` target projections.
+    """
+
+    loss: Tensor | None = None
+    loss_centroid: Tensor | None = None
+    loss_singular: Tensor | None = None
+    loss_brownian: Tensor | None = None
+    predictions: Tensor | None = None
+    target_projections: Tensor | None = None
 
 
 class MSBRegForPreTraining(BYOLPreTrainedModel):

@@ -132,8 +132,8 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
     "byol": {**_EMBEDDING, "base_learning_rate": 0.8, "weight_decay": 1e-4, "max_steps": 600},
     # Measured (sweeps/msbreg_cpu, quality seed 0): 300 steps reach k-NN 23.7 % against the floor's 15.6 %, linear
     # 48.5 % against 19.6 %; the preset's 600 steps 41.7 % and 70.2 %. Peak lr 0.4 = base 0.4 x 64 / 256 x K = 4.
-    # Time: 26 min per seed on one thread beside another run; alone on 2 threads (make pretrain) a step took
-    # 1.2 s with the monitor, ~12 min for 600 steps.
+    # Time: 26 min per seed on one thread beside another run. `make pretrain` (300 steps, 60-step warm-up) alone
+    # on 2 cores: 7 min 4 s end to end, k-NN 33.8 % against 15.6 % (benchmarks/results/make_pretrain).
     "msbreg": {**_EMBEDDING, "num_views": 4, "base_learning_rate": 0.4, "max_steps": 600},
     # Measured (sweeps/dino_cpu): with a 4-block ViT no variant leaves the floor (12.1 %) within 150 steps: BatchNorm
     # in the head keeps the teacher away from uniform but matches views on colour; with the channel permutation the
@@ -142,7 +142,9 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
     # teacher momentum 0.99 or 0.9995, teacher temperature 0.04 or 0.07, with or without local crops) the loss stays
     # near log K and the k-NN at the floor; with 64 prototypes, a 0.02 teacher and no local crops, 600 steps (9.8 min
     # on one thread beside another run) reach k-NN 20.5 % against the floor's 15.6 % and linear 39.4 % against
-    # 19.6 % (seed 0): the first DINO recipe that moves, not yet by 10 points. Open.
+    # 19.6 % (seed 0): the first DINO recipe that moves, not yet by 10 points. Around it (seed 0, 600 steps): peak lr
+    # 0.4 (base 1.6) ends at k-NN 14.9 %, two more 32-px crops for the student end at online k-NN 13.6 %, both at the
+    # floor. Open.
     "dino": {
         **_SMALL_RESNET,
         **{k: v for k, v in _SELF_DISTILLATION.items() if k in _DINO_HEAD_AND_VIEWS},

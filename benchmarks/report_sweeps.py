@@ -1,12 +1,7 @@
 """Tables of the recipe sweeps (`benchmarks/sweep.py`, `results/sweeps/<sweep>/<variant>.json`) for the docs."""
 
-import importlib.util
 import json
-import re
-import shlex
 from pathlib import Path
-
-import yaml
 
 
 def _curve(points: list, every: int = 1) -> str:
@@ -77,59 +72,3 @@ def sweeps_section(results: Path) -> str:
         "the floor by the sweep's stop step). These choose the `-cpu` presets (`src/ssl_hf/cpu_presets.py`)."
     )
     return "\n\n".join([intro, *("\n".join(t) for t in tables)])
-
-
-# flags that change neither the weights nor the result: monitoring, saving, where the run goes
-NOT_RECIPE = {"eval_every", "eval_max_images", "save_steps", "mixed_precision", "output_dir", "resume_from_checkpoint"}
-
-
-def makefile_pretrain(makefile: Path) -> dict[str, str]:
-    """The flags of the `ssl-hf pretrain` line of `make pretrain`, with the Makefile's `VAR ?= value` filled in."""
-    text = makefile.read_text().replace("\\\n", " ")
-    variables = dict(re.findall(r"^(\w+) \?= (\S+)", text, flags=re.MULTILINE))
-    recipe = re.search(r"^pretrain:.*\n((?:\t.*\n)+)", text, flags=re.MULTILINE)
-    line = next(line for line in recipe.group(1).splitlines() if "ssl-hf pretrain" in line)
-    line = re.sub(r"\$\((\w+)\)", lambda m: variables.get(m.group(1), m.group(0)), line.split("ssl-hf pretrain", 1)[1])
-    words = shlex.split(line)
-    return {w[2:]: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")}
-
-
-def _cpu_presets(path: Path) -> dict:
-    """`CPU_PRESETS` of `src/ssl_hf/cpu_presets.py`, read without importing the package."""
-    spec = importlib.util.spec_from_file_location("ssl_hf_cpu_presets", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.CPU_PRESETS
-
-
-def make_pretrain_run(makefile: Path, presets: Path, results: Path) -> tuple[dict[str, str], dict | None]:
-    """`make pretrain`'s flags and the sweep run that trained exactly its recipe (preset fields plus the Makefile's
-    overrides; monitoring and saving flags aside), or None when no sweep did."""
-    flags = makefile_pretrain(makefile)
-    method = flags["preset"].removesuffix("-cpu")
-    overrides = {k: yaml.safe_load(v) for k, v in flags.items() if k != "preset" and k not in NOT_RECIPE}
-    expected = {"dataset": "digit-scenes", **_cpu_presets(presets)[method], **overrides}
-    ignored = NOT_RECIPE | ({"warmup_ratio"} if "warmup_steps" in overrides else set())
-    for path in sorted((results / "sweeps").glob("*/*.json")):
-        run = json.loads(path.read_text())
-        if run.get("method") != method or "error" in run or not run.get("probe"):
-            continue
-        keys = (set(expected) | set(run["flags"])) - ignored
-        if all(run["flags"].get(k) == expected.get(k) for k in keys):
-            return flags, {**run, "sweep": path.parent.name}
-    return flags, None
-
-
-def make_pretrain_section(makefile: Path, presets: Path, results: Path) -> str:
-    """One paragraph: what `make pretrain`'s exact recipe reached when it was measured, or that it was not."""
-    flags, run = make_pretrain_run(makefile, presets, results)
-    command = " ".join(f"--{k} {v}" for k, v in flags.items() if k not in NOT_RECIPE)
-    if run is None:
-        return f"`make pretrain` (`{command}`): no run of this recipe in `benchmarks/results/sweeps/` yet."
-    export, floor = run["probe"]["export"], run["probe"]["floor"]
-    return (
-        f"`make pretrain` (`{command}`) was measured as sweep variant `{run['sweep']}/{run['variant']}` (1 seed): "
-        f"export k-NN {export['knn']:.2f} % against its floor's {floor['knn']:.2f} %, linear probe "
-        f"{export['linear']:.2f} % against {floor['linear']:.2f} %, in {run['wall_seconds'] / 60:.1f} minutes on one "
-        "thread. The table below is each preset over its full length and several seeds."
-    )

@@ -94,7 +94,7 @@ def test_check_fails_on_a_stale_section(tmp_path, monkeypatch, capsys):
     page = tmp_path / "page.md"
     page.write_text(f"intro\n{report.START}\nold\n{report.END}\ntail\n")
     monkeypatch.setattr(report, "ROOT", tmp_path)
-    monkeypatch.setattr(report, "SECTIONS", {page: lambda: "new"})
+    monkeypatch.setattr(report, "SECTIONS", {page: {report.BENCH: lambda: "new"}})
     monkeypatch.setattr(report, "readme_problems", list)
     monkeypatch.setattr(report, "write_curves", lambda _: [])
     with pytest.raises(SystemExit, match=r"page\.md out of date"):
@@ -146,32 +146,53 @@ def test_profile_table_gives_ratios_to_the_group_base(tmp_path):
     assert report_profile.profile_section(tmp_path / "none") == ""
 
 
-def _sweep_run(variant: str, **flags) -> dict:
-    probe = {"pool": "cls", "export": {"knn": 30.0, "linear": 60.0}, "floor": {"knn": 15.0, "linear": 20.0}}
-    return {"method": "byol", "variant": variant, "flags": flags, "probe": probe, "wall_seconds": 600.0}
+LOG = """# `time make pretrain` on 2 cores, nothing else running (progress bars: last redraw only)
+.venv/bin/ssl-hf pretrain --preset msbreg-cpu
+INFO ssl_hf.training.loop: Online k-NN at step 0: 36.38 % (calibrated floor: 14.04 %)
+pretrain msbreg:  50%|#####     | 150/300 [02:00<02:00, loss=0.5]
+pretrain msbreg: 100%|##########| 300/300 [04:00<00:00, loss=0.2]
+Pre-training finished: runs/x/final
+Loss and online k-NN curves: runs/x/training_curves.png
+Exported SmallStemResNetModel (ssl_resnet_small_stem format) to runs/x/export
+backbone      protocol      result
+pretrained    knn           top-1 33.76 %
+random_init   knn           top-1 15.60 %  [floor: MSBReg init at step 0]
+Loss and online k-NN curves: runs/x/training_curves.png
+
+real\t7m4.026s
+"""
 
 
-def test_make_pretrain_paragraph_is_the_sweep_run_of_exactly_its_recipe(tmp_path):
-    report_sweeps = load("report_sweeps")
-    makefile = tmp_path / "Makefile"
-    makefile.write_text(
-        "STEPS ?= 300\nWARM ?= 60\n\npretrain: install\n"
-        "\t$(VENV)/bin/ssl-hf pretrain --preset byol-cpu --max_steps $(STEPS) \\\n"
-        "\t\t--warmup_steps $(WARM) --output_dir runs/x\n\t$(VENV)/bin/ssl-hf export runs/x/final\n"
-    )
-    flags = {"preset": "byol-cpu", "max_steps": "300", "warmup_steps": "60", "output_dir": "runs/x"}
-    assert report_sweeps.makefile_pretrain(makefile) == flags
-    presets = tmp_path / "cpu_presets.py"
-    presets.write_text('CPU_PRESETS = {"byol": {"batch_size": 64, "warmup_ratio": 0.1, "eval_every": 100}}\n')
-    sweeps = tmp_path / "results" / "sweeps" / "byol_cpu"
-    sweeps.mkdir(parents=True)
-    recipe = {"dataset": "digit-scenes", "batch_size": 64, "max_steps": 300, "warmup_ratio": 0.1}
-    (sweeps / "a_other_batch.json").write_text(json.dumps(_sweep_run("a", **{**recipe, "batch_size": 32})))
-    (sweeps / "b_no_warmup.json").write_text(json.dumps(_sweep_run("b", **recipe)))
-    (sweeps / "c_same.json").write_text(json.dumps(_sweep_run("c", **recipe, warmup_steps=60, eval_every=25)))
-    text = report_sweeps.make_pretrain_section(makefile, presets, tmp_path / "results")
-    assert text.startswith("`make pretrain` (`--preset byol-cpu --max_steps 300 --warmup_steps 60`) was measured")
-    assert "sweep variant `byol_cpu/c` (1 seed): export k-NN 30.00 % against its floor's 15.00 %" in text
-    assert "linear probe 60.00 % against 20.00 %, in 10.0 minutes" in text
-    (sweeps / "c_same.json").unlink()
-    assert "no run of this recipe" in report_sweeps.make_pretrain_section(makefile, presets, tmp_path / "results")
+def test_make_pretrain_section_shows_what_it_printed_and_its_wall_time(tmp_path):
+    report_make_pretrain = load("report_make_pretrain")
+    (tmp_path / "make_pretrain.log").write_text(LOG)
+    text = report_make_pretrain.make_pretrain_section(tmp_path, "benchmarks/results/make_pretrain")
+    assert text.startswith("Measured: `time make pretrain` on 2 cores, nothing else running ([log](")
+    assert "): 7 min 4 s." in text
+    block = text.split("```text\n", 1)[1].split("\n```", 1)[0].splitlines()
+    assert block == [
+        "pretrain msbreg: 100%|##########| 300/300 [04:00<00:00, loss=0.2]",
+        "Pre-training finished: runs/x/final",
+        "Loss and online k-NN curves: runs/x/training_curves.png",
+        "Exported SmallStemResNetModel (ssl_resnet_small_stem format) to runs/x/export",
+        "backbone      protocol      result",
+        "pretrained    knn           top-1 33.76 %",
+        "random_init   knn           top-1 15.60 %  [floor: MSBReg init at step 0]",
+    ]
+    assert "training_curves.png" not in text.split("```")[-1]  # no curves file: no link
+    assert report_make_pretrain.wall_time("real\t0m42.5s\n") == "42 s"
+    assert "not been measured yet" in report_make_pretrain.make_pretrain_section(tmp_path / "none", "x")
+
+
+def test_readme_make_pretrain_numbers_are_its_eval_json():
+    directory = report.RESULTS / "make_pretrain"
+    if not (directory / "eval_digits.json").is_file():
+        pytest.skip("make pretrain has not been measured")
+    _, section, _ = report._split(report.README, report.MAKE_PRETRAIN)
+    for row in json.loads((directory / "eval_digits.json").read_text())["results"]:
+        line = next(
+            line
+            for line in section.splitlines()
+            if line.startswith(row["backbone"]) and f"{row['protocol']} (" in line
+        )
+        assert f"top-1 {100 * row['top1']:.2f} %" in line

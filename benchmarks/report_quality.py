@@ -163,6 +163,33 @@ def _machines(records: list[dict]) -> list[str]:
     )
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _threads(record: dict) -> int:
+    return record["machine"]["torch_threads"]
+
+
+def usual_threads(runs: dict[str, list[dict]]) -> int | None:
+    """The torch thread count most runs used (the README's table names the seeds that used another)."""
+    counts = [_threads(r) for records in runs.values() for r in records]
+    return max(counts, key=counts.count) if counts else None
+
+
+def _minutes_cell(records: list[dict], usual: int | None) -> str:
+    """Mean minutes per seed, or each seed's minutes when some seed ran with another thread count than `usual`."""
+    timed = [r for r in records if r.get("wall_seconds")]
+    if not timed:
+        return D
+    if all(_threads(r) == usual for r in timed):
+        return f"{statistics.mean(r['wall_seconds'] / 60 for r in timed):.1f}"
+    return " / ".join(
+        f"{r['wall_seconds'] / 60:.1f}" + ("" if _threads(r) == usual else f" ({_plural(_threads(r), 'thread')})")
+        for r in timed
+    )
+
+
 def _judged_on(method: str, records: list[dict] | None) -> str:
     """The metric a method is judged on, with the pooling its runs used (when there are runs)."""
     name = PROTOCOL_NAMES[metric(method)]
@@ -216,6 +243,7 @@ def _verdict(row: dict) -> str:
 def compact_table(runs: dict[str, list[dict]]) -> list[str]:
     """The README's results table: per method its preset, steps, the metric it is judged on against its calibrated
     floor, Δ, the verdict, seeds and wall time per seed; methods without results get a row that says so."""
+    usual = usual_threads(runs)
     lines = [
         "| method | preset | steps | judged on | floor % | result % | Δ (points) | learns | seeds | minutes per seed |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -225,7 +253,7 @@ def compact_table(runs: dict[str, list[dict]]) -> list[str]:
             cells = [row["metric"], D, D, D, _verdict(row), "0", D]
             lines.append(f"| {row['method']} | `{row['method']}-cpu` | {D} | {' | '.join(cells)} |")
             continue
-        minutes = D if row["minutes"] is None else f"{row['minutes']:.1f}"
+        minutes = _minutes_cell(runs[row["method"]], usual)
         cells = [
             f"`{row['preset']}`",
             row["steps"],
@@ -303,14 +331,15 @@ def compact_section(results_dir: Path, link_prefix: str, details_link: str) -> s
         )
     runs = all_runs[dataset]
     records = [r for seeds in runs.values() for r in seeds]
-    machines = _machines(records)
+    cpus, threads = sorted({r["machine"]["cpu"] for r in records}), usual_threads(runs)
     out = [
         f"Each method pre-trained on `{dataset}` with its CPU preset (`--preset <method>-cpu`), exported, and judged "
         f"on `{records[0]['eval_dataset']}` against its **calibrated floor** (the same network at step 0, BatchNorm "
         "statistics from the data): k-NN for BYOL, MSBReg, DINO and SelfPatch, a linear probe on mean-pooled tokens "
         f"for MAE, ASL and TEC. A method learns when Δ = result − floor ≥ {MIN_DELTA:g} points and Δ > 2 × the seed "
-        f"std (mean ± sample std over seeds). Minutes per seed: the pre-training run on {'; '.join(machines)} "
-        "(TEC's without the MAE run it learns from).",
+        f"std (mean ± sample std over seeds). Minutes per seed: the pre-training run on {', '.join(cpus)} with "
+        f"{_plural(threads, 'torch thread')}, unless the cell names another thread count (TEC's without the MAE run "
+        "it learns from).",
         "",
         *compact_table(runs),
         "",

@@ -250,3 +250,12 @@ def test_primary_dataset_is_digit_scenes_else_the_one_with_most_runs():
     assert report_quality.primary_dataset({"digits": {"a": [1, 2]}, "digit-scenes": {"b": [1]}}) == "digit-scenes"
     assert report_quality.primary_dataset({"digits": {"a": [1]}, "cifar": {"a": [1], "b": [2]}}) == "cifar"
     assert report_quality.primary_dataset({}) is None
+
+
+def test_minutes_name_the_seeds_run_with_another_thread_count(synthetic):
+    runs = report_quality.load_results(synthetic)[DATASET]
+    runs["byol"][1]["machine"] = {"cpu": "test CPU", "torch_threads": 1}
+    runs["byol"][1]["wall_seconds"] = 1200.0
+    lines = report_quality.compact_table(runs)
+    assert "| yes | 3 | 10.0 / 20.0 (1 thread) / 10.0 |" in next(line for line in lines if line.startswith("| byol"))
+    assert next(line for line in lines if line.startswith("| asl")).endswith("| 10.0 |")  # all at the usual 2

@@ -92,6 +92,7 @@ def _main_table(runs: dict[str, list[dict]], raw: dict | None) -> list[str]:
         "beats raw pixels (k-NN) | steps | seeds | minutes per seed |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    usual = usual_threads(runs)
     for method, records in runs.items():
         protocol = metric(method)
         a = acceptance(records, protocol)
@@ -99,7 +100,6 @@ def _main_table(runs: dict[str, list[dict]], raw: dict | None) -> list[str]:
         beats = "–"
         if protocol == "knn" and raw is not None:
             beats = "yes" if a["mean"] > raw["knn"] else "**no**"
-        minutes = [r["wall_seconds"] / 60 for r in records if r.get("wall_seconds")]
         cells = [
             f"{PROTOCOL_NAMES[protocol]} ({records[0]['pool']})",
             f"{a['floor']:.2f}",
@@ -109,7 +109,7 @@ def _main_table(runs: dict[str, list[dict]], raw: dict | None) -> list[str]:
             beats,
             _steps(records),
             str(len(records)),
-            f"{statistics.mean(minutes):.1f}" if minutes else "–",
+            _minutes_cell(records, usual),
         ]
         lines.append(f"| {method} | {' | '.join(cells)} |")
     return lines

@@ -100,7 +100,8 @@ def test_topk_accuracy_matches_the_tensor_code(samples, classes):
     g = torch.Generator().manual_seed(samples + classes)
     scores, labels = torch.randn(samples, classes, generator=g), torch.randint(0, classes, (samples,), generator=g)
     expected = _tensor_topk(scores, labels)
-    assert topk_accuracy(scores, labels) == expected  # bit-identical, float32 rounding included
+    # bit-identical, float32 rounding included; top-5 is n/a (None) with 5 classes or fewer
+    assert topk_accuracy(scores, labels) == expected | ({"top5": None} if classes < 6 else {})
     top = scores.topk(min(5, classes), dim=1).indices
     exact = load_metric("topk_accuracy").compute(predictions=top.numpy(), references=labels.numpy())
     hits = top == labels.view(-1, 1)

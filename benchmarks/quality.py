@@ -246,10 +246,10 @@ def run(args, dataset: str, method: str, seed: int) -> dict:
         "base_model": relative(str(base), args.workdir) if base else None,
         "wall_seconds": info["wall_seconds"],
         **training_summary(run),
-        "pool": spec.feature_pool,
         "evaluation": evaluate(export(run), spec.feature_pool, seed, args),
         **environment(),
     }
+    record["pool"] = record["evaluation"][0]["pool"]  # the pooling applied: `mean` for CNNs and SelfPatch's SigLIP
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
     return record

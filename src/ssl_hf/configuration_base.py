@@ -141,8 +141,10 @@ class SelfDistillationConfig(SSLViTConfig):
     Heads, temperatures, centring, the EMA teacher and multi-crop.
 
     Args:
-        backbone_config: The ViT (see `SSLViTConfig`); its `image_size` is the global-crop size. DINO also takes a
-            ResNet (`DINOConfig`).
+        backbone_config: A ViT (see `SSLViTConfig`; its `image_size` is the global-crop size) or a `ResNetConfig` /
+            `SmallStemResNetConfig`.
+        image_size: Side of the global crops with a ResNet (default 224). A ViT's is its own `image_size` (leave None
+            or give the same value).
         out_dim: Prototypes `K` of the image head (DINO: 65536).
         head_hidden_dim: Head MLP width (2048).
         head_bottleneck_dim: Head width before the weight-normalised last layer (256).
@@ -183,6 +185,12 @@ class SelfDistillationConfig(SSLViTConfig):
     local_crop_size: int = 96
     global_crop_min_scale: float = 0.4
     local_crop_min_scale: float = 0.05
+    image_size: int | None = None
+
+    def validate_backbone(self):
+        if self.backbone_config.model_type == "vit":
+            super().validate_backbone()
+        check_resnet_or_vit(self)
 
     def validate_self_distillation(self):
         for name in ("out_dim", "head_hidden_dim", "head_bottleneck_dim", "head_num_layers"):
@@ -211,4 +219,4 @@ class SelfDistillationConfig(SSLViTConfig):
     @property
     def input_size(self) -> int:
         """Side of the global crops (the export's input size)."""
-        return self.backbone_config.image_size
+        return resnet_or_vit_input_size(self)

@@ -1,6 +1,6 @@
 """DINO on a ResNet (the paper's ResNet-50, solo-learn's CIFAR ResNet-18): multi-crop through a CNN, the EMA teacher
 and its BatchNorm statistics, save/load, the exported teacher and its evaluation feature, config errors, and
-SelfPatch's refusal. A run with the online k-NN: tests/training/test_monitor.py; the floor: tests/evaluation/."""
+SelfPatch on a ResNet (off-paper). A run with the online k-NN: tests/training/test_monitor.py; the floor: tests/evaluation/."""
 
 import copy
 import json
@@ -17,7 +17,7 @@ from conftest import (
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import AutoModel, AutoModelForPreTraining, ResNetModel, SiglipVisionConfig
 
-from ssl_hf import DINOConfig, DINOForPreTraining, get_method
+from ssl_hf import DINOConfig, DINOForPreTraining, SelfPatchForPreTraining, get_method
 from ssl_hf.backbones import SmallStemResNetModel, global_features
 from ssl_hf.evaluation.features import pooled_features
 from ssl_hf.export import export_pretrained
@@ -166,8 +166,48 @@ def test_config_validation():
         assert isinstance(info.value.__cause__, ValueError)
 
 
-def test_selfpatch_refuses_a_resnet_and_says_why():
-    for backbone in (tiny_resnet_config(), tiny_resnet_config("resnet-18-small-stem").to_dict()):
-        with pytest.raises(StrictDataclassClassValidationError, match="SelfPatch needs a ViT backbone") as info:
-            tiny_selfpatch_config(backbone_config=backbone)
-        assert "a ResNet has no patch tokens" in str(info.value.__cause__)
+def _selfpatch_resnet(seed: int = 0, **overrides) -> SelfPatchForPreTraining:
+    torch.manual_seed(seed)
+    fields = {"backbone_config": tiny_resnet_config("resnet-18-small-stem"), "image_size": 32, **overrides}
+    return SelfPatchForPreTraining(tiny_selfpatch_config(**fields))
+
+
+def test_selfpatch_on_a_resnet_takes_the_last_stage_positions_as_patch_tokens():
+    model = _selfpatch_resnet(local_crop_size=12).train()
+    assert model.config.input_size == 32
+    assert type(model.backbone) is SmallStemResNetModel
+    assert model.aggregation.blocks[0].num_heads == 1  # 64-wide heads: a 32-wide last stage has one
+    global_crops, local_crops = _crops()
+    with torch.no_grad():
+        stage = model.backbone(crops_by_view(global_crops)).last_hidden_state  # (4, 32, 4, 4): a 4x4 grid
+    tokens, norm, grid = model._tokens("", crops_by_view(global_crops))
+    assert (tuple(grid), norm) == ((4, 4), model.token_norm)
+    torch.testing.assert_close(tokens, stage.flatten(2).transpose(1, 2))  # row-major positions, as ViT patches
+    out = model(global_crops, local_crops)
+    assert out.student_logits.shape == (4, 2, 64)
+    assert torch.isfinite(out.loss)
+    assert torch.isfinite(out.loss_patch)
+    out.loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not dead
+    assert not model.teacher_token_norm.weight.requires_grad
+
+
+def test_selfpatch_on_a_resnet_exports_the_teacher_resnet(tmp_path):
+    model = _selfpatch_resnet().eval()
+    perturb_student(model)
+    model.save_pretrained(tmp_path / "final")
+    reloaded = AutoModelForPreTraining.from_pretrained(tmp_path / "final").eval()
+    assert type(reloaded.teacher_backbone) is SmallStemResNetModel
+    assert reloaded.config.input_size == 32
+    expected = model.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in reloaded.state_dict().items())
+    crops = _crops()
+    torch.testing.assert_close(reloaded(*crops).loss, model(*crops).loss, rtol=1e-6, atol=0)
+    exported = AutoModel.from_pretrained(export_pretrained(tmp_path / "final", tmp_path / "export")).eval()
+    assert type(exported) is SmallStemResNetModel
+    x = crops[0][:, 0]
+    with torch.no_grad():
+        teacher = global_features(model.teacher_backbone, x)
+        # SelfPatch's evaluation feature (the mean of the patch tokens) of a CNN is its pooled last stage
+        torch.testing.assert_close(pooled_features(exported, x, get_method("selfpatch").feature_pool), teacher)

@@ -463,10 +463,11 @@ def test_selfpatch_export_is_the_cls_free_teacher(tmp_path):
     with torch.no_grad():
         got = exported(x).last_hidden_state
         assert got.shape == (2, (32 // 8) ** 2, 32)  # no cls token
-        raw, norm = model._tokens(model.teacher_backbone, x)  # the tokens the teacher ranks neighbours with
+        raw, norm, grid = model._tokens("teacher_", x)  # the tokens the teacher ranks neighbours with
         assert norm is model.teacher_backbone.post_layernorm
+        assert grid == (4, 4)
         torch.testing.assert_close(got, model.teacher_backbone.post_layernorm(raw), atol=1e-6, rtol=0)
-        raw_student, norm_student = model._tokens(model.backbone, x)
+        raw_student, norm_student, _ = model._tokens("", x)
         assert not torch.allclose(got, norm_student(raw_student), atol=1e-3)
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8))

@@ -2,7 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
-from ...configuration_base import SelfDistillationConfig, check_resnet_or_vit, resnet_or_vit_input_size
+from ...configuration_base import SelfDistillationConfig
 
 
 @strict
@@ -20,20 +20,6 @@ class DINOConfig(SelfDistillationConfig):
         backbone_config: A `ViTConfig` (the feature is the cls token after the final norm; default ViT-B/16 at 224)
             or, as `main_dino.py`'s torchvision archs (the paper's ResNet-50), a `ResNetConfig` or
             `SmallStemResNetConfig` (the feature is the average-pooled last stage); a dict with `model_type` or a config.
-        image_size: Side of the global crops with a ResNet (default 224). A ViT's is its own `image_size` (leave None
-            or give the same value).
     """
 
     model_type = "ssl_dino"
-
-    image_size: int | None = None
-
-    def validate_backbone(self):
-        if self.backbone_config.model_type == "vit":
-            super().validate_backbone()
-        check_resnet_or_vit(self)
-
-    @property
-    def input_size(self) -> int:
-        """Side of the global crops (the export's input size)."""
-        return resnet_or_vit_input_size(self)

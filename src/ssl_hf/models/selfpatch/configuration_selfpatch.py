@@ -2,7 +2,6 @@
 
 from huggingface_hub.dataclasses import strict
 
-from ...backbones import is_resnet
 from ...configuration_base import SelfDistillationConfig
 
 
@@ -13,7 +12,9 @@ class SelfPatchConfig(SelfDistillationConfig):
     Yun, Lee, Kim, Shin, "Patch-level Representation Learning for Self-supervised Vision Transformers", CVPR 2022.
 
     The DINO fields (`SelfDistillationConfig`) keep DINO's defaults except the crop-scale split (0.25, SelfPatch's
-    code). `out_dim` is the image head's K (65536 on ImageNet, 4096 on COCO).
+    code). `out_dim` is the image head's K (65536 on ImageNet, 4096 on COCO). The backbone is a ViT (the paper's) or,
+    off-paper [I], a `ResNetConfig` / `SmallStemResNetConfig` whose last-stage positions are the patch tokens (global
+    crops of `image_size`).
 
     Args:
         patch_out_dim: Prototypes of the patch head (4096).
@@ -26,11 +27,11 @@ class SelfPatchConfig(SelfDistillationConfig):
         num_aggregation_blocks: Class-attention blocks of the aggregation module (2).
         center_includes_local_crops: The image centre averages the teacher outputs of all crops (the code) rather than
             the 2 global crops only (DINO).
-        backbone_cls_token: False (faithful): the backbone has no cls token; it is a stock `SiglipVisionModel` (patch
+        backbone_cls_token: ViT only. False (faithful): the backbone has no cls token; it is a stock `SiglipVisionModel` (patch
             tokens only, learned interpolable positions, final LayerNorm = the aggregation's norm) and exports as one.
             True: a stock `ViTModel` whose cls token joins the attention but is never used by the losses; it exports
             as a `ViTModel`.
-        use_position_embeddings: Learned position embeddings (Supp. Tab. 4 ablates them; False keeps them at zero).
+        use_position_embeddings: ViT only. Learned position embeddings (Supp. Tab. 4 ablates them; False keeps them at zero).
     """
 
     model_type = "ssl_selfpatch"
@@ -46,14 +47,6 @@ class SelfPatchConfig(SelfDistillationConfig):
     center_includes_local_crops: bool = True
     backbone_cls_token: bool = False
     use_position_embeddings: bool = True
-
-    def validate_backbone(self):
-        if is_resnet(self.backbone_config):
-            raise ValueError(
-                "SelfPatch needs a ViT backbone: its patch loss matches each patch token with an aggregate of its "
-                "neighbouring patch tokens, and a ResNet has no patch tokens. DINO (--method dino) takes a ResNet."
-            )
-        super().validate_backbone()
 
     def validate_selfpatch(self):
         if self.patch_out_dim < 1 or self.num_aggregation_blocks < 1:

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from transformers import SiglipVisionModel, ViTModel
 from transformers.modeling_outputs import ModelOutput
 
-from ...backbones import cls_free_vit_config
+from ...backbones import build_backbone, cls_free_vit_config, feature_dim, is_resnet
 from ...layers.dino_head import DINOHead
 from ...layers.multicrop import crops_by_view
 from ...losses.distillation import batch_center, dino_loss, patch_distillation_loss
@@ -69,42 +69,50 @@ class SelfPatchForPreTraining(SelfDistillationPreTrainedModel):
           pooling. Use the mean of `last_hidden_state` as the image feature.
         - Schedules as fractions of the run, centre updates after the optimiser step: as `DINOForPreTraining`.
         - The similarity tensor keeps explicit shapes (the code's `.squeeze()` breaks at batch size 1).
+        - Off-paper [I]: a ResNet backbone (the `selfpatch-cpu` preset's, as DINO's ResNet rows). Its last-stage
+          positions are the patch tokens (a 32-px crop through the small-stem ResNet-18 gives a 4x4 grid, as 8-px
+          patches of a ViT), a LayerNorm of the student's (EMA-copied to the teacher) stands for the ViT's final
+          norm, and the aggregation uses 64-wide attention heads. The exported ResNet's feature is its average-pooled
+          last stage (the mean of the patch tokens before the norm).
     """
 
     config_class = SelfPatchConfig
     base_model_prefix = "selfpatch"
-    _no_split_modules = ["ViTEmbeddings", "ViTLayer", "SiglipEncoderLayer", "ClassAttentionBlock"]
+    _no_split_modules = ["ViTEmbeddings", "ViTLayer", "SiglipEncoderLayer", "ResNetStage", "ClassAttentionBlock"]
     _export_backbone = "teacher_backbone"
 
     def __init__(self, config: SelfPatchConfig):
         super().__init__(config)
         bb = config.backbone_config
-        if config.backbone_cls_token:
-            self.backbone = ViTModel(bb, add_pooling_layer=False)
-        else:
-            self.backbone = SiglipVisionModel(cls_free_vit_config(bb))
-            _init_like_timm(self.backbone, bb.initializer_range)
-        self.aggregation = SelfPatchAggregation(
-            bb.hidden_size,
-            bb.num_attention_heads,
-            config.num_aggregation_blocks,
-            bb.intermediate_size / bb.hidden_size,
-            bb.layer_norm_eps,
-        )
-        self.head = DINOHead.from_config(config, bb.hidden_size, config.out_dim)
+        dim = feature_dim(bb)
         modules = ["backbone", "aggregation", "head"]
+        if is_resnet(bb):
+            self.backbone = build_backbone(bb)
+            self.token_norm = nn.LayerNorm(dim, eps=1e-6)  # the ViT's final norm, for the tokens of the last stage
+            modules.append("token_norm")
+            heads, mlp_ratio, eps = max(1, dim // 64), 4.0, 1e-6
+        else:
+            if config.backbone_cls_token:
+                self.backbone = ViTModel(bb, add_pooling_layer=False)
+            else:
+                self.backbone = SiglipVisionModel(cls_free_vit_config(bb))
+                _init_like_timm(self.backbone, bb.initializer_range)
+            heads, mlp_ratio, eps = bb.num_attention_heads, bb.intermediate_size / dim, bb.layer_norm_eps
+        self.aggregation = SelfPatchAggregation(dim, heads, config.num_aggregation_blocks, mlp_ratio, eps)
+        self.head = DINOHead.from_config(config, dim, config.out_dim)
         centers = {"center": config.out_dim}
         if config.use_patch_loss:
-            self.patch_head = DINOHead.from_config(config, bb.hidden_size, config.patch_out_dim)
+            self.patch_head = DINOHead.from_config(config, dim, config.patch_out_dim)
             modules.append("patch_head")
             centers["patch_center"] = config.patch_out_dim
         self._student_modules = tuple(modules)
-        if not config.use_position_embeddings:
+        fixed_positions = not (config.use_position_embeddings or is_resnet(bb))
+        if fixed_positions:
             with torch.no_grad():
                 self._position_table(self.backbone).zero_()
         self._register_schedules(centers)
         self._finish_init()
-        if not config.use_position_embeddings:
+        if fixed_positions:
             self._fixed_parameters += tuple(
                 n for n, p in self.named_parameters() if p is self._position_table(self.backbone)
             )
@@ -116,18 +124,26 @@ class SelfPatchForPreTraining(SelfDistillationPreTrainedModel):
             return backbone.embeddings.position_embeddings
         return _vision(backbone).embeddings.position_embedding.weight
 
-    @staticmethod
-    def _tokens(backbone: nn.Module, crops: Tensor) -> tuple[Tensor, nn.LayerNorm]:
-        """Raw last-block patch tokens `(B, N, D)` (before the final norm) and the final norm."""
+    def _tokens(self, prefix: str, crops: Tensor) -> tuple[Tensor, nn.LayerNorm, tuple[int, int]]:
+        """Raw last-block patch tokens `(B, N, D)` (before the final norm), the final norm and the token grid.
+
+        `prefix` is "" for the student, "teacher_" for the teacher.
+        """
+        backbone = getattr(self, f"{prefix}backbone")
+        if is_resnet(self.config.backbone_config):
+            features = backbone(pixel_values=crops).last_hidden_state  # (B, D, h, w)
+            return features.flatten(2).transpose(1, 2), getattr(self, f"{prefix}token_norm"), features.shape[-2:]
+        patch = self.config.backbone_config.patch_size
+        grid = (crops.shape[-2] // patch, crops.shape[-1] // patch)
         if isinstance(backbone, ViTModel):
             out = backbone(pixel_values=crops, interpolate_pos_encoding=True, output_hidden_states=True)
-            return out.hidden_states[-1][:, 1:], backbone.layernorm
+            return out.hidden_states[-1][:, 1:], backbone.layernorm, grid
         vision = _vision(backbone)
         hidden = vision.embeddings(crops, interpolate_pos_encoding=True)
-        return vision.encoder(inputs_embeds=hidden).last_hidden_state, vision.post_layernorm
+        return vision.encoder(inputs_embeds=hidden).last_hidden_state, vision.post_layernorm, grid
 
     def _student(self, crops: Tensor, groups: int, frozen: bool) -> _CropOutputs:
-        x, norm = self._tokens(self.backbone, crops)
+        x, norm, _ = self._tokens("", crops)
         out = norm(torch.cat([self.aggregation.pool(x)[:, None], x], dim=1))
         image = self.head(out[:, 0], freeze_last_layer=frozen).unflatten(0, (groups, -1))
         patch = None
@@ -138,18 +154,17 @@ class SelfPatchForPreTraining(SelfDistillationPreTrainedModel):
     @torch.no_grad()
     def _teacher(self, crops: Tensor, groups: int) -> _CropOutputs:
         c = self.config
-        x, norm = self._tokens(self.teacher_backbone, crops)
+        x, norm, grid = self._tokens("teacher_", crops)
         tokens = [self.teacher_aggregation.pool(x)[:, None]]
         if c.use_patch_loss:
-            tokens.append(self._aggregate_neighbors(x, crops))
+            tokens.append(self._aggregate_neighbors(x, grid))
         out = norm(torch.cat(tokens, dim=1))
         image = self.teacher_head(out[:, 0]).unflatten(0, (groups, -1))
         patch = self.teacher_patch_head(out[:, 1:]).unflatten(0, (groups, -1)) if c.use_patch_loss else None
         return _CropOutputs(image, patch)
 
-    def _aggregate_neighbors(self, x: Tensor, crops: Tensor) -> Tensor:
-        c, patch = self.config, self.config.backbone_config.patch_size
-        height, width = crops.shape[-2] // patch, crops.shape[-1] // patch
+    def _aggregate_neighbors(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        c, (height, width) = self.config, grid
         index, valid = neighbor_index(height, width, c.neighborhood_size, c.wrap_neighbors, device=x.device)
         neighbors, chosen_valid = top_neighbors(x, index, valid, c.num_neighbors_k)
         return self.teacher_aggregation.aggregate(x, neighbors, None if c.wrap_neighbors else chosen_valid)

@@ -326,7 +326,7 @@ def test_cpu_preset_sets_model_and_training_fields_and_flags_win(no_training, me
     for key in ("hflip", "channel_permute_prob", "lars_trust_coefficient", "learning_rate", "base_learning_rate"):
         if key in preset:
             assert getattr(args, key) == preset[key]
-    for key in ("num_views", "out_dim", "use_bn_in_head", "mask_ratio", "attention_topk"):
+    for key in ("num_views", "out_dim", "patch_out_dim", "use_bn_in_head", "mask_ratio", "attention_topk"):
         if key in preset:
             assert getattr(config, key) == preset[key]
 

@@ -151,7 +151,8 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
     "byol": {**_EMBEDDING, "base_learning_rate": 0.8, "weight_decay": 1e-4, "max_steps": 600},
     # Measured (sweeps/msbreg_cpu, quality seed 0): 300 steps reach k-NN 23.7 % against the floor's 15.6 %, linear
     # 48.5 % against 19.6 %; the preset's 600 steps 41.7 % and 70.2 %. Peak lr 0.4 = base 0.4 x 64 / 256 x K = 4.
-    # Time: 26 min per seed on one thread beside another run. `make pretrain` (300 steps, 60-step warm-up) alone
+    # Time: 26 min per seed on one thread beside another run; alone on 2 cores 12.9 and 12.2 min (seeds 0, 1; k-NN 43.1
+    # and 35.2 % against 15.6 and 17.2 %). `make pretrain` (300 steps, 60-step warm-up) alone
     # on 2 cores: 7 min 4 s end to end, k-NN 33.8 % against 15.6 % (benchmarks/results/make_pretrain).
     "msbreg": {**_EMBEDDING, "num_views": 4, "base_learning_rate": 0.4, "max_steps": 600},
     # Measured (sweeps/dino_cpu): with a 4-block ViT no variant leaves the floor (12.1 %) within 150 steps: BatchNorm

@@ -1,6 +1,7 @@
 """DINO on a ResNet (the paper's ResNet-50, solo-learn's CIFAR ResNet-18): multi-crop through a CNN, the EMA teacher
 and its BatchNorm statistics, save/load, the exported teacher and its evaluation feature, config errors, and
-SelfPatch on a ResNet (off-paper). A run with the online k-NN: tests/training/test_monitor.py; the floor: tests/evaluation/."""
+SelfPatch on a ResNet (off-paper). A run with the online k-NN: tests/training/test_monitor.py; the floor:
+tests/evaluation/."""
 
 import copy
 import json

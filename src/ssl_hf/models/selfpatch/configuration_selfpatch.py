@@ -27,11 +27,12 @@ class SelfPatchConfig(SelfDistillationConfig):
         num_aggregation_blocks: Class-attention blocks of the aggregation module (2).
         center_includes_local_crops: The image centre averages the teacher outputs of all crops (the code) rather than
             the 2 global crops only (DINO).
-        backbone_cls_token: ViT only. False (faithful): the backbone has no cls token; it is a stock `SiglipVisionModel` (patch
-            tokens only, learned interpolable positions, final LayerNorm = the aggregation's norm) and exports as one.
-            True: a stock `ViTModel` whose cls token joins the attention but is never used by the losses; it exports
-            as a `ViTModel`.
-        use_position_embeddings: ViT only. Learned position embeddings (Supp. Tab. 4 ablates them; False keeps them at zero).
+        backbone_cls_token: ViT only. False (faithful): the backbone has no cls token; it is a stock
+            `SiglipVisionModel` (patch tokens only, learned interpolable positions, final LayerNorm = the aggregation's
+            norm) and exports as one. True: a stock `ViTModel` whose cls token joins the attention but is never used
+            by the losses; it exports as a `ViTModel`.
+        use_position_embeddings: ViT only. Learned position embeddings (Supp. Tab. 4 ablates them; False keeps them at
+            zero).
     """
 
     model_type = "ssl_selfpatch"

@@ -89,6 +89,8 @@ def render_card(
     call = 'extractor("image.jpg", return_tensors=True'
     if resnet:
         details = f"stages {list(c.depths)} ({c.layer_type} blocks), widths {list(c.hidden_sizes)}"
+        if c.downsample_in_first_stage:
+            details += ", first stage stride 2"
         feature = f"{call}, pool=True).flatten(1)  # global average pool, shape (1, {c.hidden_sizes[-1]})"
         pooler_note = "With `model`, the image feature is `pooler_output.flatten(1)` (the average-pooled last stage)."
         image_size = image_size or 224

@@ -215,3 +215,26 @@ def test_export_from_folder_without_config_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no config\.json.*final/"):
         export_pretrained(tmp_path / "empty", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_card_names_a_stride_2_first_stage():
+    """A ResNet whose first stage downsamples (the msbreg-cpu / dino-cpu backbones) says so in its card."""
+    from ssl_hf.backbones import SmallStemResNetConfig, SmallStemResNetModel
+    from ssl_hf.cards import render_card
+
+    fields = dict(hidden_sizes=[4, 4, 4, 4], embedding_size=4, depths=[1, 1, 1, 1], layer_type="basic")
+    texts = [
+        str(
+            render_card(
+                SmallStemResNetModel(SmallStemResNetConfig(**fields, downsample_in_first_stage=ds)),
+                "msbreg",
+                None,
+                None,
+                "org/m",
+                image_size=32,
+            )
+        )
+        for ds in (True, False)
+    ]
+    assert "first stage stride 2" in texts[0]
+    assert "first stage stride 2" not in texts[1]

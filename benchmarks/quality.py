@@ -255,11 +255,11 @@ def run(args, dataset: str, method: str, seed: int) -> dict:
     return record
 
 
-def _split_pixels(dataset: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flattened pixels of the evaluation view (resize to 32, ImageNet normalisation) and labels of a split."""
+def split_pixels(dataset: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels `(N, 3, 32, 32)` of the evaluation view (resize to 32, ImageNet normalisation) and labels of a split."""
     source = load_image_source(dataset, split)
     images, columns = source.read(slice(None), ["label"])
-    return EvalView(IMAGE_SIZE)(images)["pixel_values"].flatten(1), torch.from_numpy(np.array(columns["label"]))
+    return EvalView(IMAGE_SIZE)(images)["pixel_values"], torch.from_numpy(np.array(columns["label"])).long()
 
 
 def raw_pixels(args) -> dict:
@@ -271,9 +271,10 @@ def raw_pixels(args) -> dict:
         if all(done.get(k) == v for k, v in settings.items()):
             return done
     print(f"raw pixels on {args.eval_dataset}", flush=True)
-    (train_x, train_y), (test_x, test_y) = (_split_pixels(args.eval_dataset, s) for s in ("train", "test"))
-    knn = knn_accuracy(train_x, train_y.long(), test_x, test_y.long())
-    linear = linear_probe_accuracy(train_x, train_y.long(), test_x, test_y.long(), args.probe_epochs)
+    (train_x, train_y), (test_x, test_y) = (split_pixels(args.eval_dataset, s) for s in ("train", "test"))
+    train_x, test_x = train_x.flatten(1), test_x.flatten(1)
+    knn = knn_accuracy(train_x, train_y, test_x, test_y)
+    linear = linear_probe_accuracy(train_x, train_y, test_x, test_y, args.probe_epochs)
     record = {
         **settings,
         "image_size": IMAGE_SIZE,

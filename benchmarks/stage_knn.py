@@ -17,25 +17,21 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoModel
 
 import ssl_hf  # noqa: F401  (registers the small-stem ResNet with the Auto classes)
-from ssl_hf.data.datasets import load_image_source
-from ssl_hf.data.views import EvalView
 from ssl_hf.evaluation.features import load_random_init
 from ssl_hf.evaluation.floor import calibrate_twin
 from ssl_hf.evaluation.knn import knn_accuracy
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import split_pixels  # the quality benchmark's evaluation view (32 px), as its raw-pixel floor
+
+
 RESULTS = Path(__file__).resolve().parent / "results" / "diagnostics"
-
-
-def split(dataset: str, name: str, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The evaluation view's pixels (resize, ImageNet normalisation) and labels of a whole split."""
-    images, columns = load_image_source(dataset, name).read(slice(None), ["label"])
-    return EvalView(image_size)(images)["pixel_values"], torch.from_numpy(np.array(columns["label"])).long()
 
 
 @torch.no_grad()
@@ -66,13 +62,12 @@ def main(argv=None) -> None:
     parser.add_argument("exports", nargs="+", help="Exported ResNet folders (ssl-hf export output)")
     parser.add_argument("--name", action="append", required=True, help="Result name per export, in order")
     parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--results", type=Path, default=RESULTS, help="Folder of the result files")
     parser.add_argument("--floor", action="store_true", help="Also score the export's calibrated floor per stage")
     args = parser.parse_args(argv)
     if len(args.name) != len(args.exports):
         parser.error(f"give one --name per export ({len(args.exports)} exports, {len(args.name)} names)")
-    (train_x, train_y), (test_x, test_y) = (split(args.dataset, s, args.image_size) for s in ("train", "test"))
+    (train_x, train_y), (test_x, test_y) = (split_pixels(args.dataset, s) for s in ("train", "test"))
     raw = 100 * knn_accuracy(train_x.flatten(1), train_y, test_x.flatten(1), test_y)["top1"]
     args.results.mkdir(parents=True, exist_ok=True)
     for path, name in zip(args.exports, args.name):

@@ -113,7 +113,7 @@ def test_raw_pixels_are_computed_once(tiny, monkeypatch):
     assert 0 <= first["knn"] <= 100
     assert 0 <= first["linear"] <= 100
     assert first["num_train"] == 100
-    monkeypatch.setattr(quality, "_split_pixels", None)  # a second computation would fail
+    monkeypatch.setattr(quality, "split_pixels", None)  # a second computation would fail
     assert quality.raw_pixels(args) == first
 
 

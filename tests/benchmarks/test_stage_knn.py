@@ -41,7 +41,7 @@ def test_every_stage_is_scored_and_the_last_average_is_the_export_feature(tmp_pa
 
     assert sorted(record["stages"]) == sorted(f"stage{i}_{p}" for i in range(5) for p in ("avg", "max"))
     assert [record["stages"][f"stage{i}_avg"]["dim"] for i in range(5)] == [4, 4, 8, 8, 8]
-    (train_x, train_y), (test_x, test_y) = (stage_knn.split(str(digits_subset), s, 32) for s in ("train", "test"))
+    (train_x, train_y), (test_x, test_y) = (stage_knn.split_pixels(str(digits_subset), s) for s in ("train", "test"))
     with torch.no_grad():
         pooled = [model(x).pooler_output.flatten(1) for x in (train_x, test_x)]
     expected = 100 * knn_accuracy(pooled[0], train_y, pooled[1], test_y)["top1"]

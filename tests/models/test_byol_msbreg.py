@@ -222,6 +222,7 @@ def test_wrong_input_shape_is_explained():
         {"brownian_noise": "per_batch", "brownian_unit": False},
         {"regularize_on": "projection"},
         {"head_norm": "none"},
+        {"proj_num_layers": 3},
     ],
 )
 def test_msbreg_switches_train(overrides):
@@ -231,9 +232,20 @@ def test_msbreg_switches_train(overrides):
     assert torch.isfinite(out.loss)
 
 
+def test_projector_depth_switch_sets_the_online_and_target_projectors():
+    model = BYOLForPreTraining(tiny_byol_config(proj_num_layers=3))
+    for head in (model.projector, model.target_projector):
+        assert sum(isinstance(m, torch.nn.Linear) for m in head) == 3
+        assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head) == 2
+    assert sum(isinstance(m, torch.nn.Linear) for m in model.predictor) == 2  # the predictor keeps 2
+    assert torch.equal(model.projector[4].weight, model.target_projector[4].weight)  # the target starts as a copy
+
+
 def test_bad_msbreg_config():
     with pytest.raises(Exception, match="num_views must be >= 2"):
         tiny_msbreg_config(num_views=1)
+    with pytest.raises(Exception, match="proj_num_layers must be >= 2"):
+        tiny_byol_config(proj_num_layers=1)
     with pytest.raises(Exception, match="supports ResNet and ViT"):
         tiny_byol_config(backbone_config={"model_type": "bert"})
 

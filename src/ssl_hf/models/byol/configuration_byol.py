@@ -19,6 +19,8 @@ class BYOLConfig(SSLEncoderConfig):
         image_size: Side of the training views (see `SSLEncoderConfig`).
         proj_hidden_dim: Projector hidden width.
         proj_out_dim: Projector output width (the embedding).
+        proj_num_layers: Linear layers of the projector (2 as BYOL; 3 puts one more hidden layer between the backbone
+            and the loss, as SimCLR v2's projector [I]).
         pred_hidden_dim: Predictor hidden width.
         head_norm: Normalisation inside projector and predictor: `"bn"` (BYOL), `"ln"` (the collapse setting of
             MSBReg's Tab. 4) or `"none"`.
@@ -33,6 +35,7 @@ class BYOLConfig(SSLEncoderConfig):
 
     proj_hidden_dim: int = 4096
     proj_out_dim: int = 256
+    proj_num_layers: int = 2
     pred_hidden_dim: int = 4096
     head_norm: Literal["bn", "ln", "none"] = "bn"
     ema_base: float = 0.996
@@ -46,6 +49,10 @@ class BYOLConfig(SSLEncoderConfig):
     def validate_byol(self):
         if not 0 <= self.ema_base <= 1:
             raise ValueError(f"ema_base must be in [0, 1], got {self.ema_base}")
+        if self.proj_num_layers < 2:
+            raise ValueError(
+                f"proj_num_layers must be >= 2 (Linear -> norm -> ReLU -> Linear), got {self.proj_num_layers}"
+            )
         for name in ("proj_hidden_dim", "proj_out_dim", "pred_hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -32,16 +32,18 @@ class BYOLPreTrainingOutput(ModelOutput):
 
 
 class MLPHead(nn.Sequential):
-    """BYOL's projector / predictor: Linear -> norm (BN, LN or none) -> ReLU -> Linear."""
+    """BYOL's projector / predictor: (Linear -> norm (BN, LN or none) -> ReLU) x (num_layers - 1) -> Linear."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, norm: str):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, norm: str, num_layers: int = 2):
         norm_layer = {"bn": nn.BatchNorm1d, "ln": nn.LayerNorm}.get(norm)
-        super().__init__(
-            nn.Linear(in_dim, hidden_dim),
-            norm_layer(hidden_dim) if norm_layer else nn.Identity(),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
-        )
+        layers = []
+        for i in range(num_layers - 1):
+            layers += [
+                nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim),
+                norm_layer(hidden_dim) if norm_layer else nn.Identity(),
+                nn.ReLU(inplace=True),
+            ]
+        super().__init__(*layers, nn.Linear(hidden_dim, out_dim))
 
 
 class BYOLPreTrainedModel(SSLPreTrainedModel):
@@ -57,10 +59,11 @@ class BYOLPreTrainedModel(SSLPreTrainedModel):
     def _build(self, config) -> None:
         self.backbone = build_backbone(config.backbone_config)
         width = feature_dim(config.backbone_config)
-        self.projector = MLPHead(width, config.proj_hidden_dim, config.proj_out_dim, config.head_norm)
+        projector = (width, config.proj_hidden_dim, config.proj_out_dim, config.head_norm, config.proj_num_layers)
+        self.projector = MLPHead(*projector)
         self.predictor = MLPHead(config.proj_out_dim, config.pred_hidden_dim, config.proj_out_dim, config.head_norm)
         self.target_backbone = build_backbone(config.backbone_config)
-        self.target_projector = MLPHead(width, config.proj_hidden_dim, config.proj_out_dim, config.head_norm)
+        self.target_projector = MLPHead(*projector)
         self.post_init()
         with torch.no_grad():  # the target starts as a copy of the online network
             self.target_backbone.load_state_dict(self.backbone.state_dict())

@@ -166,6 +166,9 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
     # against its floor's 13.7 %, linear 69.4 %, 16.5 min; seed 1: 51.1 % against 15.4 %, linear 69.2 %, 16.4 min.
     # `make pretrain` (700 steps, 70-step warm-up) alone on 2 cores: 6 min 55 s end to end, k-NN 41.2 % against
     # 13.7 % (benchmarks/results/make_pretrain).
+    # A 3-layer projector (`--proj_num_layers 3`; results/diagnostics/msbreg_proj3_quality, alone on 2 cores, 16-17
+    # min) trades one dataset for the other: pre-trained on digits, k-NN 68.8 / 63.5 % (seeds 0 / 1; 2 layers: 62.4 /
+    # 61.3 %), linear 88.0 / 83.8 %; on digit-scenes 51.3 / 48.9 % (2 layers: 54.8 / 51.1 %). The preset keeps 2.
     "msbreg": {**_EMBEDDING, **_DOWNSAMPLED, "num_views": 4, "base_learning_rate": 0.4, "max_steps": 1800},
     # Measured (sweeps/dino_cpu): with a 4-block ViT no variant leaves the floor (12.1 %) within 150 steps: BatchNorm
     # in the head keeps the teacher away from uniform but matches views on colour; with the channel permutation the

@@ -20,7 +20,7 @@ class BYOLConfig(SSLEncoderConfig):
         proj_hidden_dim: Projector hidden width.
         proj_out_dim: Projector output width (the embedding).
         proj_num_layers: Linear layers of the projector (2 as BYOL; 3 puts one more hidden layer between the backbone
-            and the loss, as SimCLR v2's projector [I]).
+            and the loss, as SimCLR v2's projector).
         pred_hidden_dim: Predictor hidden width.
         head_norm: Normalisation inside projector and predictor: `"bn"` (BYOL), `"ln"` (the collapse setting of
             MSBReg's Tab. 4) or `"none"`.

@@ -306,6 +306,17 @@ def shortfalls(runs: dict[str, list[dict]], raw: dict | None = None) -> list[str
     return out
 
 
+def above_raw_pixels(runs: dict[str, list[dict]], raw: dict | None) -> list[str]:
+    """The k-NN methods whose mean result is above raw pixels' k-NN, as `method (mean ± std %, n seeds)`."""
+    if raw is None:
+        return []
+    return [
+        f"{r['method']} ({_pm(r['result'], r['std'])} %, {_plural(r['seeds'], 'seed')})"
+        for r in compact_rows(runs)
+        if r["result"] is not None and "k-NN" in r["metric"] and r["result"] > raw["knn"]
+    ]
+
+
 def primary_dataset(all_runs: dict[str, dict[str, list[dict]]], default: str = "digit-scenes") -> str | None:
     """The pre-training dataset of the README's table: `default` when it has results, else the one with most runs."""
     if default in all_runs:
@@ -356,6 +367,9 @@ def compact_section(results_dir: Path, link_prefix: str, details_link: str) -> s
             f"({details_link}).",
             "",
         ]
+        above = [f"`{d}`: {_and(names)}" for d in others if (names := above_raw_pixels(all_runs[d], raw))]
+        if above:
+            out += [f"Above raw pixels' k-NN ({raw['knn']:.2f} %) when pre-trained on {'; '.join(above)}.", ""]
     else:
         out += [
             f"Every table, the paper claims re-measured and the speed benchmark: [{details_link}]({details_link}).",

@@ -36,3 +36,13 @@ def test_the_byol_example_is_the_measured_byol_cpu_recipe():
     assert flat["learning_rate"] == pytest.approx(peak)
     for key in ("lars_trust_coefficient", "weight_decay", "channel_permute_prob", "hidden_sizes", "batch_size"):
         assert flat[key] == preset[key], key
+
+
+def test_the_msbreg_example_is_the_msbreg_cpu_recipe():
+    """msbreg_tiny.yaml trains the network and schedule of `msbreg-cpu`."""
+    example = yaml.safe_load((CONFIGS / "msbreg_tiny.yaml").read_text())
+    flat = {**example["model"], **example["data"], **example["training"]}
+    preset = ssl_hf.get_method("msbreg").presets["msbreg-cpu"]
+    keys = ("hidden_sizes", "depths", "downsample_in_first_stage", "proj_num_layers", "num_views", "batch_size")
+    for key in (*keys, "base_learning_rate", "max_steps", "lars_trust_coefficient", "channel_permute_prob"):
+        assert flat[key] == preset[key], key

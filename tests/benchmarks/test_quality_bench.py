@@ -261,3 +261,15 @@ def test_minutes_name_the_seeds_run_with_another_thread_count(synthetic):
     lines = report_quality.compact_table(runs)
     assert "| yes | 3 | 10.0 / 20.0 (1 thread) / 10.0 |" in next(line for line in lines if line.startswith("| byol"))
     assert next(line for line in lines if line.startswith("| asl")).endswith("| 10.0 |")  # all at the usual 2
+
+
+def test_compact_section_names_the_methods_above_raw_pixels_on_other_datasets(synthetic):
+    for seed, knn in enumerate((34.0, 36.0)):  # mean 35 ± 1.41 above raw pixels' 30; dino's 29 below
+        for method, value in (("msbreg", knn), ("dino", 29.0)):
+            path = synthetic / "digits" / f"{method}_seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**_record(method, seed, value, 50.0), "dataset": "digits"}))
+    text = report_quality.compact_section(synthetic, "benchmarks/results/quality", "docs/benchmarks.md")
+    assert "Also pre-trained on `digits` (msbreg, dino)" in text
+    assert "Above raw pixels' k-NN (30.00 %) when pre-trained on `digits`: msbreg (35.00 ± 1.41 %, 2 seeds)." in text
+    assert report_quality.above_raw_pixels(report_quality.load_results(synthetic)["digits"], None) == []

@@ -171,11 +171,12 @@ CPU_PRESETS: dict[str, dict[str, Any]] = {
     # 61.3 %), linear 88.0 / 83.8 %; on digit-scenes 51.3 / 48.9 % (2 layers: 54.8 / 51.1 %). The preset keeps 2.
     # With 3 stages ([16, 32, 64], a 4x4 last map and a 64-d feature) and the 3-layer projector, pre-trained on
     # digits, seed 0 (results/diagnostics/msbreg_3stage_proj3_quality, alone on 2 cores): k-NN 74.3 % against its
-    # floor's 13.3 %, linear 88.0 %, 14.1 min (163 against ~105 images/s): the first export above raw pixels (68.8 %).
-    # So the preset has them. Quality benchmark on digit-scenes, alone on 2 cores (a session where the same run went
-    # at 110-120 images/s): k-NN 49.2 / 57.4 % (seeds 0 / 1) against floors of 13.3 / 14.8 %, linear 70.9 / 73.3 %,
-    # 18.3 / 16.5 min; the 4-stage 2-layer recipe before it: 54.8 / 51.1 %, linear 69.4 / 69.2 %
-    # (results/archive/msbreg_4stage_1800steps_quality).
+    # floor's 13.3 %, linear 88.0 %, 14.1 min: the first export above raw pixels (68.8 %). So the preset has them.
+    # Quality benchmark, alone on 2 cores: pre-trained on digit-scenes, k-NN 49.2 / 57.4 % (seeds 0 / 1) against
+    # floors of 13.3 / 14.8 %, linear 70.9 / 73.3 %, 18.3 / 16.5 min (the 4-stage 2-layer recipe before it: 54.8 /
+    # 51.1 %, linear 69.4 / 69.2 %; results/archive/msbreg_4stage_1800steps_quality); pre-trained on digits, seed 1:
+    # k-NN 76.8 % against 14.8 %, linear 90.7 %, 15.6 min. Its records say 110-141 images/s against the 4-stage
+    # recipe's 120-124 (different sessions, so not a speed comparison).
     "msbreg": {
         **_EMBEDDING,
         **_DOWNSAMPLED,

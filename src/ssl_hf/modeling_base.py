@@ -58,6 +58,10 @@ class SSLPreTrainedModel(PreTrainedModel):
         Learnt state (weights, teachers, centres) is kept; only what measures the progress of the old run is reset.
         """
 
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate factors by parameter-name prefix for the optimiser (`param_groups`); none by default."""
+        return {}
+
     def post_optimizer_step(self, step: int, max_steps: int) -> None:
         """Updates EMA teachers, centres and schedules after each optimiser step (no-op by default).
 

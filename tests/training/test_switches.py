@@ -1,15 +1,22 @@
-"""Training switches: per-tensor clipping, the weight-decay cosine, the LARS trust coefficient, the view switches
-(flip, blur and solarisation probabilities) and `--mixed_precision auto`."""
+"""Training switches: per-tensor clipping, the weight-decay cosine, the LARS trust coefficient, the predictor's
+learning-rate scale, the view switches (flip, blur and solarisation probabilities) and `--mixed_precision auto`."""
 
 import json
 import math
 
 import pytest
 import torch
-from conftest import reset_accelerate, tiny_byol_config, tiny_dino_config, tiny_mae_config, tiny_training_args
+from conftest import (
+    reset_accelerate,
+    tiny_byol_config,
+    tiny_dino_config,
+    tiny_mae_config,
+    tiny_msbreg_config,
+    tiny_training_args,
+)
 from torch import nn
 
-from ssl_hf import get_method
+from ssl_hf import BYOLForPreTraining, get_method
 from ssl_hf.data.color import MultiCrop, MultiView, apply_color
 from ssl_hf.data.pipeline import sample_rngs
 from ssl_hf.data.views import (
@@ -383,3 +390,40 @@ def test_channel_permutation_reorders_channels_and_keeps_other_draws():
 def test_channel_permutation_is_rejected_for_masked_views():
     with pytest.raises(ValueError, match="channel_permute_prob"):
         build_views("mae", tiny_mae_config(), channel_permute_prob=0.5)
+
+
+# ------------------------------------------------------------------------------ predictor learning-rate scale
+
+
+def test_the_predictor_lr_scale_splits_only_the_predictor_and_keeps_decay_and_adaptation():
+    default = build_optimizer("lars", BYOLForPreTraining(tiny_byol_config()), 0.2, _lars_args(), torch.device("cpu"))
+    assert [(g["decay"], g["lr_scale"]) for g in default.param_groups] == [(True, 1.0), (False, 1.0)]  # as before
+
+    model = BYOLForPreTraining(tiny_byol_config(pred_lr_scale=10.0))
+    optimizer = build_optimizer("lars", model, 0.2, _lars_args(weight_decay=1e-4), torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_group = [{names[id(p)] for p in g["params"]} for g in optimizer.param_groups]
+    assert [(g["decay"], g["lr_scale"]) for g in optimizer.param_groups] == [
+        (True, 1.0),
+        (False, 1.0),
+        (True, 10.0),
+        (False, 10.0),
+    ]
+    assert all(n.startswith("predictor.") for n in by_group[2] | by_group[3])
+    assert not any(n.startswith("predictor.") for n in by_group[0] | by_group[1])
+    assert by_group[2] | by_group[3] == {n for n, _ in model.predictor.named_parameters(prefix="predictor")}
+    assert [g["lars_adaptation"] for g in optimizer.param_groups] == [True, False, True, False]
+    loop_module._set_schedules(optimizer, 0.2, 3e-4)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.2, 0.2, 2.0, 2.0])
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [3e-4, 0.0, 3e-4, 0.0]
+    with pytest.raises(Exception, match="pred_lr_scale must be > 0"):
+        tiny_byol_config(pred_lr_scale=0.0)
+
+
+def test_the_predictor_lr_scale_reaches_the_loop_for_msbreg(tmp_path, monkeypatch):
+    captured = _capture_optimizer(monkeypatch)
+    pretrain(get_method("msbreg"), tiny_msbreg_config(pred_lr_scale=5.0), _args(tmp_path, max_steps=2))
+    groups = captured["optimizer"].param_groups
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 5.0, 5.0]
+    assert groups[2]["lr"] == pytest.approx(5 * groups[0]["lr"])
+    assert math.isfinite(_losses(tmp_path / "run")[2])

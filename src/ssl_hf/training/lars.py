@@ -133,7 +133,12 @@ class LARS(torch.optim.Optimizer):
 
 
 def build_lars(
-    model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9, trust_coefficient: float = 0.001
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    trust_coefficient: float = 0.001,
+    lr_scales: dict[str, float] | None = None,
 ) -> LARS:
     """LARS over `param_groups(model, weight_decay)`, with the no-decay group not adapted (BYOL's exclusion).
 
@@ -146,11 +151,12 @@ def build_lars(
         weight_decay: Decay of the adapted group (BYOL: 1.5e-6).
         momentum: Momentum factor.
         trust_coefficient: `eta` of the trust ratio.
+        lr_scales: Learning-rate factors by parameter-name prefix (see `param_groups`).
 
     Returns:
-        The optimiser; its first group is adapted, its second is not.
+        The optimiser; its first group is adapted, its second is not (then the scaled groups, if any).
     """
-    decay, no_decay = param_groups(model, weight_decay)
-    decay["lars_adaptation"] = True
-    no_decay["lars_adaptation"] = False
-    return LARS([decay, no_decay], lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
+    groups = param_groups(model, weight_decay, lr_scales)
+    for group in groups:
+        group["lars_adaptation"] = group["decay"]
+    return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)

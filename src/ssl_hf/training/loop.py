@@ -401,10 +401,14 @@ def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
 
 
 def _set_schedules(optimizer, lr: float, weight_decay: float) -> None:
-    """Sets every group's lr, and the weight decay of the decayed group (the first group of `build_optimizer`)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.param_groups[0]["weight_decay"] = weight_decay
+    """Sets every group's lr (times its `lr_scale`) and the weight decay of the decayed groups (`param_groups`).
+
+    A checkpoint written before groups carried `decay` has one decayed group, the first.
+    """
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+        if group.get("decay", i == 0):
+            group["weight_decay"] = weight_decay
 
 
 def _resume_precision(out: Path, args: TrainingArguments) -> str | None:

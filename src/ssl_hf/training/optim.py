@@ -13,10 +13,15 @@ def scaled_lr(base_lr: float, global_batch: int) -> float:
 
 
 def build_adamw(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], device: torch.device
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    device: torch.device,
+    lr_scales: dict[str, float] | None = None,
 ) -> torch.optim.AdamW:
     """AdamW with the fused kernel where the device supports it (CPU and CUDA in torch >= 2.4)."""
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, lr_scales)
     fused = device.type in ("cpu", "cuda", "xpu", "mps")
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
@@ -25,12 +30,21 @@ def build_adamw(
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, args, device: torch.device) -> torch.optim.Optimizer:
-    """The optimiser named by `TrainingArguments.optimizer` (`adamw` or `lars`), with the no-decay groups."""
+    """The optimiser named by `TrainingArguments.optimizer` (`adamw` or `lars`), with the no-decay groups.
+
+    The groups follow the model's learning-rate scales (`SSLPreTrainedModel.lr_scales`), if it has any.
+    """
+    scales = getattr(model, "lr_scales", dict)()  # a plain nn.Module has none
     if name == "lars":
         return build_lars(
-            model, lr, args.weight_decay, momentum=args.momentum, trust_coefficient=args.lars_trust_coefficient
+            model,
+            lr,
+            args.weight_decay,
+            momentum=args.momentum,
+            trust_coefficient=args.lars_trust_coefficient,
+            lr_scales=scales,
         )
-    return build_adamw(model, lr, args.weight_decay, (args.adam_beta1, args.adam_beta2), device)
+    return build_adamw(model, lr, args.weight_decay, (args.adam_beta1, args.adam_beta2), device, scales)
 
 
 @torch.no_grad()

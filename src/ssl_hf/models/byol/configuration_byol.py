@@ -22,6 +22,9 @@ class BYOLConfig(SSLEncoderConfig):
         proj_num_layers: Linear layers of the projector (2 as BYOL; 3 puts one more hidden layer between the backbone
             and the loss, as SimCLR v2's projector).
         pred_hidden_dim: Predictor hidden width.
+        pred_lr_scale: Factor on the predictor's learning rate (1 as BYOL). A predictor that adapts faster than the
+            encoder is what keeps a non-contrastive embedding from collapsing in Tian et al.'s analysis (DirectPred,
+            ICML 2021; SimSiam keeps its predictor's lr fixed for the same reason).
         head_norm: Normalisation inside projector and predictor: `"bn"` (BYOL), `"ln"` (the collapse setting of
             MSBReg's Tab. 4) or `"none"`.
         ema_base: Base momentum of the target network; it follows a cosine from `ema_base` to 1 over the run.
@@ -37,6 +40,7 @@ class BYOLConfig(SSLEncoderConfig):
     proj_out_dim: int = 256
     proj_num_layers: int = 2
     pred_hidden_dim: int = 4096
+    pred_lr_scale: float = 1.0
     head_norm: Literal["bn", "ln", "none"] = "bn"
     ema_base: float = 0.996
     loss_reduction: Literal["mean", "sum"] = "mean"
@@ -53,6 +57,8 @@ class BYOLConfig(SSLEncoderConfig):
             raise ValueError(
                 f"proj_num_layers must be >= 2 (Linear -> norm -> ReLU -> Linear), got {self.proj_num_layers}"
             )
+        if not self.pred_lr_scale > 0:
+            raise ValueError(f"pred_lr_scale must be > 0 (1 = the encoder's learning rate), got {self.pred_lr_scale}")
         for name in ("proj_hidden_dim", "proj_out_dim", "pred_hidden_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

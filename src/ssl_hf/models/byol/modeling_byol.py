@@ -73,6 +73,10 @@ class BYOLPreTrainedModel(SSLPreTrainedModel):
         )
         self.freeze_fixed_parameters()
 
+    def lr_scales(self) -> dict[str, float]:
+        """`{"predictor.": pred_lr_scale}` when the predictor learns at another rate than the encoder, else {}."""
+        return {} if self.config.pred_lr_scale == 1 else {"predictor.": self.config.pred_lr_scale}
+
     def _target_online_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
         online = [*self.backbone.parameters(), *self.projector.parameters()]
         target = [*self.target_backbone.parameters(), *self.target_projector.parameters()]

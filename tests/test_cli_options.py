@@ -319,3 +319,14 @@ def test_a_dataset_dict_trains_on_its_split_and_feeds_the_online_knn(tmp_path):
             tiny_mae_config(),
             tiny_training_args(tmp_path / "r2", dataset=splits, train_split="validation"),
         )
+
+
+def test_an_integer_given_to_a_float_field_is_a_float(no_training, tmp_path):
+    """`--pred_lr_scale 10` or `ema_base: 1` in a --config file: the strict config would refuse the int."""
+    config = tmp_path / "byol.yaml"
+    config.write_text("method: byol\nema_base: 1\n")
+    main(["pretrain", "--config", str(config), "--pred_lr_scale", "10"])
+    byol = no_training[-1][1]
+    assert (byol.pred_lr_scale, byol.ema_base) == (10.0, 1.0)
+    assert type(byol.pred_lr_scale) is float
+    assert type(byol.ema_base) is float

@@ -117,6 +117,17 @@ def _parse_value(text: str, annotation) -> Any:
                     pass
         if allowed <= {int, float, bool, type(None)}:
             raise argparse.ArgumentTypeError(f"expected a number, got '{text}'")
+    return _float_if_float_field(value, annotation)
+
+
+def _float_if_float_field(value: Any, annotation) -> Any:
+    """An integer given to a float field (`--pred_lr_scale 10`, `ema_base: 1` in a file) as a float.
+
+    The strict config classes refuse an int where the field says float.
+    """
+    allowed = set(typing.get_args(annotation)) or {annotation}
+    if type(value) is int and float in allowed and int not in allowed:
+        return float(value)
     return value
 
 
@@ -269,6 +280,8 @@ def _pretrain(argv: list[str]) -> None:
                 file_values[key] = _parse_value(value, seen[key])
             except argparse.ArgumentTypeError as err:
                 raise ValueError(f"{key} in {first.config}: {err}") from err
+        elif key in seen:
+            file_values[key] = _float_if_float_field(value, seen[key])
     values = {**file_values, **{k: v for k, v in vars(args).items() if k not in ("method", "config", "preset")}}
     if "num_train_epochs" in explicit | set(vars(args)) and "max_steps" not in explicit | set(vars(args)):
         values.pop("max_steps", None)  # a preset's step budget gives way to the epochs asked for

@@ -140,7 +140,7 @@ def build_lars(
     trust_coefficient: float = 0.001,
     lr_scales: dict[str, float] | None = None,
 ) -> LARS:
-    """LARS over `param_groups(model, weight_decay)`, with the no-decay group not adapted (BYOL's exclusion).
+    """LARS over `param_groups(model, weight_decay, lr_scales)`, the no-decay groups not adapted (BYOL's exclusion).
 
     Weights (>= 2-D) get weight decay and the trust ratio; biases, normalisation parameters, tokens and position
     tables get plain SGD with momentum. Frozen parameters are left out.

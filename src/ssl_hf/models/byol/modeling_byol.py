@@ -74,8 +74,8 @@ class BYOLPreTrainedModel(SSLPreTrainedModel):
         self.freeze_fixed_parameters()
 
     def lr_scales(self) -> dict[str, float]:
-        """`{"predictor.": pred_lr_scale}` when the predictor learns at another rate than the encoder, else {}."""
-        return {} if self.config.pred_lr_scale == 1 else {"predictor.": self.config.pred_lr_scale}
+        """`{"predictor.": pred_lr_scale}`; at 1 the predictor joins the encoder's groups (`param_groups`)."""
+        return {"predictor.": self.config.pred_lr_scale}
 
     def _target_online_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
         online = [*self.backbone.parameters(), *self.projector.parameters()]
